@@ -163,7 +163,7 @@ def aql_original(pc, pr, rc, rr, *, beta: float, **_) -> torch.Tensor:
     "aql_repo",
     family="discovered-repo",
     formula="q·f_dpo(βρ) + (1-q)·f_slic(βρ), q = σ(-(βρ/τ - m)), m = 0.5 + 0.01(σ(mean βρ/τ) - 0.5)",
-    source=f"{REPO} adaptive_quantile_loss (TL;DR / IMDb runs; its gate is 1/τ = 20× sharper at β = 0.05)",
+    source=f"{REPO} adaptive_quantile_loss (TL;DR and IMDb runs: its gate is 1/τ = 20× sharper at β = 0.05)",
     batch_dependent=True,
 )
 def aql_repo(pc, pr, rc, rr, *, beta: float, **_) -> torch.Tensor:
@@ -239,7 +239,7 @@ def pfl_original(pc, pr, rc, rr, **_) -> torch.Tensor:
     "pfl_repo",
     family="discovered-repo",
     formula="½·f_dpo(βρ) if log π(y_w) > log π(y_l) else 2·f_slic(βρ)",
-    source=f"{REPO} policy_focused_loss (TL;DR / IMDb runs; no /τ, so it differs from App. E at β = 0.05)",
+    source=f"{REPO} policy_focused_loss (TL;DR and IMDb runs: no /τ, so it differs from App. E at β = 0.05)",
 )
 def pfl_repo(pc, pr, rc, rr, *, beta: float, **_) -> torch.Tensor:
     """PFL as corrected in the authors' repository."""

@@ -1,0 +1,189 @@
+"""`podisco <command>`: the command line. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from podisco.losses import FAMILIES, UnknownLossError, get_spec, list_specs
+from podisco.losses.analysis import (
+    DEFAULT_RHO_RANGE,
+    DUPLICATE_DISTANCE,
+    LossShape,
+    analyze,
+    compare,
+    nearest_known,
+)
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _describe_shape(shape: LossShape) -> list[str]:
+    lo, hi = shape.rho_range
+    direction = "lowers" if shape.grad_at_zero > 0 else "raises" if shape.grad_at_zero < 0 else "leaves"
+    lines = [f"df/drho at rho=0: {shape.grad_at_zero:+.6g} (gradient descent {direction} the margin at init)"]
+    if shape.extrema:
+        for e in shape.extrema:
+            lines.append(f"local {e.kind}: rho = {e.rho:.5g}, f = {e.value:.6g}  (beta*rho = {shape.beta * e.rho:.4g})")
+    else:
+        lines.append(f"local extrema on [{lo:g}, {hi:g}]: none")
+    lines += [f"discontinuity near rho = {j:.3g}" for j in shape.jumps]
+    segs = ", ".join(f"[{s.start:.3g}, {s.end:.3g}] {'convex' if s.convex else 'non-convex'}" for s in shape.segments)
+    lines.append(f"segments: {segs}")
+    return lines
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    specs = [s for s in list_specs() if args.family in (None, s.family)]
+    rows = [(s.name, s.family, s.formula, s.source.split(";")[0]) for s in specs]
+    print(_table(rows, ("name", "family", "formula", "source")))
+    aliases = ", ".join(f"{a} -> {s.name}" for s in specs for a in s.aliases)
+    if aliases:
+        print(f"\naliases: {aliases}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    spec = get_spec(args.name)
+    print(f"{spec.name}  ({FAMILIES[spec.family]})")
+    print(f"  {spec.summary}")
+    print(f"formula: {spec.formula}")
+    print(f"source:  {spec.source}")
+    params = ", ".join(f"{k}={v:g}" for k, v in spec.params.items())
+    print(f"parameters: beta{', ' + params if params else ''}")
+    flags = [
+        n
+        for n, on in (
+            ("uses completion lengths", spec.needs_lengths),
+            ("reference-free", spec.reference_free),
+            ("depends on the whole batch (curves: one pair per batch)", spec.batch_dependent),
+        )
+        if on
+    ]
+    if flags:
+        print("notes: " + "; ".join(flags))
+    if spec.aliases:
+        print(f"aliases: {', '.join(spec.aliases)}")
+    shape = analyze(spec.name, args.beta, tuple(args.range))
+    print(f"\nshape at beta = {args.beta:g} on rho in [{args.range[0]:g}, {args.range[1]:g}]:")
+    for line in _describe_shape(shape):
+        print(f"  {line}")
+    near = ", ".join(f"{n} ({d:.3f})" for n, d in nearest_known(spec.name, args.beta, k=3))
+    print(f"  nearest known losses (fingerprint distance): {near}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from podisco.reporting.loss_plots import plot_losses  # matplotlib only when drawing
+
+    out = plot_losses(args.names, args.beta or [0.05], args.output, tuple(args.range))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    a, b = get_spec(args.a).name, get_spec(args.b).name
+    distance = compare(a, b, args.beta)
+    verdict = "the same behaviour (duplicates)" if distance < DUPLICATE_DISTANCE else "different behaviour"
+    print(f"fingerprint distance {a} vs {b} at beta = {args.beta:g}: {distance:.4f} -> {verdict}")
+    print(f"(duplicate threshold {DUPLICATE_DISTANCE}; unrelated shapes score about 1.4)")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Every registered loss at one beta: shape facts, nearest neighbour, duplicates; a CSV and two figures."""
+    from podisco.reporting.loss_plots import plot_losses
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for spec in list_specs():
+        shape = analyze(spec.name, args.beta, tuple(args.range))
+        nearest, distance = nearest_known(spec.name, args.beta, k=1)[0]
+        extrema = "; ".join(f"{e.kind} {e.rho:.3g}" for e in shape.extrema) or "-"
+        rows.append(
+            (
+                spec.name,
+                spec.family,
+                f"{shape.grad_at_zero:+.4g}",
+                extrema,
+                "yes" if shape.convex else "no",
+                f"{nearest} ({distance:.3f})" + (" DUPLICATE" if distance < DUPLICATE_DISTANCE else ""),
+            )
+        )
+    header = ("loss", "family", "df/drho(0)", "local extrema (rho)", "convex", "nearest (distance)")
+    print(f"Every registered loss at beta = {args.beta:g}, rho in [{args.range[0]:g}, {args.range[1]:g}]\n")
+    print(_table(rows, header))
+    with open(out / "losses.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    discovered = ["sigmoid", *(s.name for s in list_specs() if s.family == "discovered"), "discopop"]
+    plot_losses(discovered, [args.beta], out / "discovered.png", tuple(args.range))
+    plot_losses(["sigmoid", "discopop"], [0.01, 0.05, 0.1, 0.5], out / "discopop_vs_dpo.png", tuple(args.range))
+    print(f"\nwrote {out / 'losses.csv'}, {out / 'discovered.png'}, {out / 'discopop_vs_dpo.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podisco", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    losses = commands.add_parser("losses", help="the loss library: list, show, plot, compare, analyze")
+    sub = losses.add_subparsers(dest="losses_command", required=True)
+
+    def rho_range(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--range", nargs=2, type=float, default=list(DEFAULT_RHO_RANGE), metavar=("LO", "HI"))
+
+    p = sub.add_parser("list", help="every registered loss with its source and formula")
+    p.add_argument("--family", choices=sorted(FAMILIES))
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="formula, parameters, extrema and nearest losses of one loss")
+    p.add_argument("name")
+    p.add_argument("--beta", type=float, default=0.05)
+    rho_range(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("plot", help="loss and gradient side by side, one row per beta")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--beta", type=float, action="append", help="repeatable; default 0.05")
+    p.add_argument("-o", "--output", default="losses.png")
+    rho_range(p)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("compare", help="behavioural fingerprint distance between two losses")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--beta", type=float, default=0.05)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("analyze", help="analyse every registered loss; write a CSV and figures")
+    p.add_argument("--beta", type=float, default=0.05)
+    p.add_argument("--out", default="runs/losses")
+    rho_range(p)
+    p.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "beta", None) is not None:
+        betas = args.beta if isinstance(args.beta, list) else [args.beta]
+        if any(b <= 0 for b in betas):
+            print(f"podisco: error: beta must be positive, got {betas}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except UnknownLossError as err:
+        print(f"podisco: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
