@@ -1,0 +1,124 @@
+"""Loss shapes: the paper's DiscoPOP extrema, convexity, jumps, and the behavioural fingerprint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from podisco.losses import get_spec, list_specs
+from podisco.losses.analysis import (
+    DUPLICATE_DISTANCE,
+    analyze,
+    compare,
+    curve,
+    fingerprint,
+    fingerprint_distance,
+    nearest_known,
+)
+
+
+def test_discopop_extrema_match_the_paper():
+    """Paper App. D.2 / Fig. 14 at beta = 0.05: local minimum f = 0.785929 at rho = -2.3714 and local maximum
+    f = 0.87829 at rho = 1.44012; df/drho(0) = beta * [(1 - ln 2) / (4 tau) - 3/4] = 0.05 * 0.78427 = +0.0392."""
+    shape = analyze("discopop", 0.05)
+    kinds = [e.kind for e in shape.extrema]
+    assert kinds == ["min", "max"]
+    low, high = shape.extrema
+    assert low.rho == pytest.approx(-2.3714, abs=1e-3)
+    assert low.value == pytest.approx(0.785929, abs=1e-4)
+    assert high.rho == pytest.approx(1.44012, abs=1e-3)
+    assert high.value == pytest.approx(0.87829, abs=1e-4)
+    assert shape.grad_at_zero == pytest.approx(0.05 * ((1 - np.log(2)) / (4 * 0.05) - 0.75), rel=1e-9)
+    # One non-convex stretch between two inflection points, holding the maximum; the minimum is in the convex
+    # part to its left (f'' > 0 there).
+    assert [s.convex for s in shape.segments] == [True, False, True]
+    assert low.rho < shape.segments[1].start < high.rho < shape.segments[1].end
+    assert not shape.convex
+
+
+def test_dpo_is_convex_without_extrema_and_raises_the_margin():
+    shape = analyze("sigmoid", 0.05)
+    assert shape.extrema == [] and shape.jumps == [] and shape.convex
+    assert shape.grad_at_zero == pytest.approx(-0.025)  # -beta * sigma(0)
+
+
+def test_ipo_minimum_sits_at_its_target_margin():
+    """IPO (one token per completion): (rho - 1/(2 beta))^2 has its minimum 0 at rho = 1/(2*0.05) = 10."""
+    (minimum,) = analyze("ipo", 0.05).extrema
+    assert minimum.kind == "min"
+    assert minimum.rho == pytest.approx(10.0, abs=1e-6)
+    assert minimum.value == pytest.approx(0.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("name", ["padll", "pfl"])
+def test_discontinuous_losses_report_a_jump_at_zero(name):
+    shape = analyze(name, 0.05)
+    assert len(shape.jumps) == 1 and abs(shape.jumps[0]) < 0.02
+    assert not shape.convex
+
+
+def test_hinge_kink_is_not_a_jump_and_its_plateau_is_not_an_extremum():
+    shape = analyze("hinge", 0.05)
+    assert shape.jumps == [] and shape.extrema == [] and shape.convex
+
+
+def test_curve_matches_the_closed_form_and_its_derivative():
+    rho = np.linspace(-30, 30, 61)
+    values, grads = curve("sigmoid", 0.1, rho)
+    np.testing.assert_allclose(values, np.log1p(np.exp(-0.1 * rho)), rtol=1e-12)
+    np.testing.assert_allclose(grads, -0.1 / (1 + np.exp(0.1 * rho)), rtol=1e-12)
+
+
+def test_every_registered_loss_can_be_analysed():
+    for spec in list_specs():
+        shape = analyze(spec.name, 0.05, points=601)
+        assert np.isfinite(shape.grad_at_zero), spec.name
+        assert np.all(np.isfinite(fingerprint(spec.name, 0.05))), spec.name
+
+
+def _dpo_by_hand(pc, pr, rc, rr, *, beta, **_):
+    """DPO coded differently: log(1 + exp(-beta * ((pc - rc) - (pr - rr)))), via softplus."""
+    return F.softplus(-beta * ((pc - rc) - (pr - rr)))
+
+
+def _dpo_scaled_and_shifted(pc, pr, rc, rr, *, beta, **_):
+    """3 * DPO + 7: the same gradient directions; AdamW is invariant to the scale, the offset has no gradient."""
+    z = beta * (pc - pr - rc + rr)
+    return 3.0 * torch.log1p(torch.exp(-z)) + 7.0
+
+
+@pytest.mark.parametrize("coding", [_dpo_by_hand, _dpo_scaled_and_shifted])
+def test_two_codings_of_dpo_have_the_same_fingerprint(coding):
+    distance = fingerprint_distance(fingerprint("sigmoid"), fingerprint(coding))
+    assert distance < 1e-6
+    assert nearest_known(coding, 0.05, k=1)[0][1] < 1e-6
+
+
+def test_dpo_and_discopop_have_different_fingerprints():
+    assert compare("sigmoid", "discopop") > 5 * DUPLICATE_DISTANCE
+
+
+def test_fingerprint_sees_batch_behaviour():
+    """AOT sorts the batch: one pair per batch it is DPO, on the probe batch it is not."""
+    rho = np.linspace(-20, 20, 41)
+    np.testing.assert_allclose(curve("aot", 0.05, rho)[0], curve("sigmoid", 0.05, rho)[0], rtol=1e-12)
+    assert compare("aot", "sigmoid") > DUPLICATE_DISTANCE
+
+
+def test_fingerprint_sees_more_than_the_margin():
+    """bco_pair and sigmoid both reduce to a function of rho on the symmetric split only approximately;
+    the probe batch, with unequal chosen / rejected log-ratios, separates them."""
+    assert compare("bco_pair", "sigmoid") > DUPLICATE_DISTANCE
+
+
+def test_nearest_known_finds_the_original_code_of_a_discovered_loss():
+    near = nearest_known("lrml_original", 0.05, k=2)
+    assert near[0] == ("discopop", pytest.approx(0.0, abs=1e-9))
+    assert get_spec(near[1][0]).name != "lrml_original"
+
+
+def test_fingerprint_distance_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="different shapes"):
+        fingerprint_distance(np.zeros(3), np.zeros(4))
