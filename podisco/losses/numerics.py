@@ -2,8 +2,8 @@
 
 Every loss must stay finite, with finite gradients, for margins |beta*rho| up to 1e4 in float32 and bfloat16
 inputs. The only primitives that break there are ``exp`` (overflow; DiscoPOP's exp(-u) is inf for u < -88.7 in
-float32 and 0*inf = NaN once the gate underflows) and the batch standard deviation (d sqrt(v)/dv is infinite at
-v = 0, which happens at the very first step, when policy == reference and every margin is 0).
+float32 and 0*inf = NaN once the gate underflows) and batch statistics of a batch of one (the unbiased
+variance divides by n - 1 = 0).
 """
 
 from __future__ import annotations
@@ -53,10 +53,8 @@ def batch_var(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_std(x: torch.Tensor) -> torch.Tensor:
-    """Unbiased batch standard deviation whose gradient is 0 (not NaN) when every element is equal.
+    """Unbiased batch standard deviation, as ``Tensor.std()``; a batch of one has std 0 instead of NaN.
 
-    The double ``where`` keeps sqrt away from 0 in both the forward and the backward pass.
+    ``Tensor.std`` (unlike ``sqrt(var)``) already gives a zero, not NaN, gradient when every element is equal.
     """
-    var = batch_var(x)
-    positive = var > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, var, torch.ones_like(var))), torch.zeros_like(var))
+    return x.std(correction=1 if x.shape[0] > 1 else 0)
