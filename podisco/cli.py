@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from podisco.losses import FAMILIES, UnknownLossError, get_spec, list_specs
+from podisco.errors import PodiscoError
+from podisco.losses import FAMILIES, get_spec, list_specs
 from podisco.losses.analysis import (
     DEFAULT_RHO_RANGE,
     DUPLICATE_DISTANCE,
@@ -131,6 +132,64 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, extra: Sequence[str]):
+    from podisco.training.config import ConfigError, TrainConfig, load_config
+
+    overrides = []
+    for flag, key in (("model", "model"), ("data", "data.path"), ("output_dir", "output_dir")):
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if getattr(args, "loss", None) is not None:
+        overrides.append(f"loss.name={args.loss}")
+    if getattr(args, "beta", None) is not None:
+        overrides.append(f"loss.beta={args.beta}")
+    for item in extra:
+        if not item.startswith("--") or "=" not in item:
+            raise ConfigError(f"unrecognised argument {item!r}; overrides look like --optim.lr=1e-5")
+        overrides.append(item[2:])
+    config = load_config(TrainConfig, args.config, overrides)
+    config.validate()
+    if not config.model or not config.data.path:
+        raise ConfigError("both a model (--model) and data (--data) are needed")
+    return config
+
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from podisco.data import load_rows, tokenize_pairs, validate_rows
+    from podisco.models import load_model, load_tokenizer
+    from podisco.training.preference import parse_loss, train_preference
+
+    config = _train_config(args, extra)
+    parse_loss(config.loss.name)  # a misspelled loss fails before anything is loaded
+    tokenizer = load_tokenizer(config.model)
+    rows = validate_rows(load_rows(config.data.path, config.data.split), config.data.path)
+    examples, report = tokenize_pairs(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
+    print(report)
+    model = load_model(config.model)
+    result = train_preference(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
+    print(
+        f"trained {result.steps} steps; model in {result.output_dir / 'final'}; metrics in "
+        f"{result.output_dir / 'metrics.jsonl'}"
+    )
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from podisco.data import load_rows, tokenize_sft
+    from podisco.models import load_model, load_tokenizer
+    from podisco.training.sft import train_sft
+
+    config = _train_config(args, extra)
+    tokenizer = load_tokenizer(config.model)
+    rows = load_rows(config.data.path, config.data.split)
+    examples, report = tokenize_sft(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
+    print(report)
+    model = load_model(config.model)
+    result = train_sft(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
+    print(f"trained {result.steps} steps; model in {result.output_dir / 'final'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podisco", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -168,19 +227,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/losses")
     rho_range(p)
     p.set_defaults(func=cmd_analyze)
+
+    for name, func, text in (
+        ("train", cmd_train, "preference-train a causal LM with any registered loss"),
+        ("sft", cmd_sft, "supervised fine-tuning of a causal LM"),
+    ):
+        p = commands.add_parser(
+            name,
+            help=text,
+            description=f"{text}. Further options as type-checked overrides: --optim.lr=1e-5 --batch_size=4 ...",
+        )
+        p.add_argument("--config", help="YAML file holding a TrainConfig")
+        p.add_argument("--model", help="local folder or hub id")
+        p.add_argument("--data", help="jsonl / json / csv / parquet file, saved datasets folder, or hub id")
+        p.add_argument("--output-dir", dest="output_dir")
+        p.add_argument("--resume", help="a checkpoint folder written by an earlier run")
+        if name == "train":
+            p.add_argument("--loss", help="registered loss, or a combination like sigmoid=0.8,sft=1")
+            p.add_argument("--beta", type=float)
+        p.set_defaults(func=func, takes_overrides=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "beta", None) is not None:
         betas = args.beta if isinstance(args.beta, list) else [args.beta]
         if any(b <= 0 for b in betas):
             print(f"podisco: error: beta must be positive, got {betas}", file=sys.stderr)
             return 2
     try:
-        return args.func(args)
-    except UnknownLossError as err:
+        return args.func(args, extra) if getattr(args, "takes_overrides", False) else args.func(args)
+    except PodiscoError as err:
         print(f"podisco: error: {err}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from podisco.errors import PodiscoError
 from podisco.losses.numerics import promote
 
 LossFn = Callable[..., torch.Tensor]
@@ -33,7 +34,7 @@ FAMILIES = {
 }
 
 
-class UnknownLossError(KeyError):
+class UnknownLossError(PodiscoError, KeyError):
     """A loss name that is not registered; the message suggests the close ones."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain.
