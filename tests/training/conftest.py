@@ -9,7 +9,7 @@ from tests.training.tiny import make_tokenizer
 
 
 @pytest.fixture
-def tokenizer() -> PreTrainedTokenizerFast:
+def tokenizer():
     return make_tokenizer()
 
 
