@@ -162,9 +162,11 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     config = _train_config(args, extra)
     parse_loss(config.loss.name)  # a misspelled loss fails before anything is loaded
     tokenizer = load_tokenizer(config.model)
-    rows = validate_rows(load_rows(config.data.path, config.data.split), config.data.path)
-    examples, report = tokenize_pairs(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
-    print(report)
+    rows, checked = validate_rows(
+        load_rows(config.data.path, config.data.split), config.data.path, config.data.on_error
+    )
+    examples, tokenized = tokenize_pairs(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
+    print(checked.merge(tokenized))
     model = load_model(config.model)
     result = train_preference(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
     print(

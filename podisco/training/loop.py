@@ -63,14 +63,15 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Linear warmup to the peak, then cosine / linear decay to 0, or constant (as transformers' schedulers)."""
+    """Linear warmup from 0, then cosine / linear decay to 0, or constant: transformers' schedules exactly, so
+    runs compare step by step with TRL's."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
+            return step / max(1, warmup_steps)
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
         if schedule == "linear":
             return max(0.0, 1.0 - progress)
         return 1.0
