@@ -180,7 +180,7 @@ def run_training(
     history: list[dict[str, float]] = []
     bar = _progress_bar(total_steps, step, main)
     sums: dict[str, float] = {}
-    tokens, started = 0, time.perf_counter()
+    tokens, total_tokens, started = 0, 0.0, time.perf_counter()
     try:
         while step < total_steps:
             epoch, in_epoch = divmod(micro_done, micro_per_epoch)
@@ -213,7 +213,10 @@ def run_training(
                 elapsed = time.perf_counter() - started
                 metrics = _reduce(accelerator, sums)
                 metrics.update(grad_norm=grad_norm, learning_rate=lr, epoch=micro_done / micro_per_epoch)
-                metrics["tokens/s"] = _reduce(accelerator, {"t": tokens})["t"] * world / max(elapsed, 1e-9)
+                step_tokens = _reduce(accelerator, {"t": tokens})["t"] * world
+                total_tokens += step_tokens
+                metrics["num_tokens"] = total_tokens  # cumulative, as TRL logs it
+                metrics["tokens/s"] = step_tokens / max(elapsed, 1e-9)
                 sums, tokens, started = {}, 0, time.perf_counter()
                 history.append(metrics)
                 if step % config.log_every == 0 or step == total_steps:

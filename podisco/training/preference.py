@@ -48,12 +48,16 @@ def build_loss(config: TrainConfig, loss: str | Mapping[str, float] | LossFn | N
     return resolve(chosen), params
 
 
-def resolve_layout(layout: str, model: torch.nn.Module) -> str:
-    """Prefix sharing needs a custom 4-D attention mask, which the SDPA and eager attentions accept."""
+def resolve_layout(layout: str, model: torch.nn.Module, examples: Sequence[PreferenceExample]) -> str:
+    """"auto" shares the prompt when that saves at least a quarter of the tokens and the attention takes a
+    custom 4-D mask (SDPA, eager). With short prompts the masked attention over prompt + chosen + rejected
+    costs more than encoding the prompt twice (measured in benchmarks/trainer_vs_trl.py)."""
     if layout != "auto":
         return layout
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    return "shared" if impl in {"sdpa", "eager"} else "concat"
+    prompt = sum(len(e.prompt_ids) for e in examples)
+    concat = sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in examples)
+    return "shared" if impl in {"sdpa", "eager"} and prompt >= 0.25 * concat else "concat"
 
 
 def preference_step(loss_fn: LossFn, loss_params: dict, beta: float):
@@ -109,7 +113,7 @@ def train_preference(
     config.validate()
     accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(config.precision))
     loss_fn, loss_params = build_loss(config, loss)
-    layout = resolve_layout(config.data.layout, model)
+    layout = resolve_layout(config.data.layout, model, examples)
     reference = ref_model if ref_model is not None else model
     reference.to(accelerator.device)
     # A peft policy's reference is the same model with its adapter disabled: no second copy.

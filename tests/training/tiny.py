@@ -7,7 +7,7 @@ import random
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-WORDS = "the a movie film was is great good bad awful plot actor acting story loved hated boring fun and but".split(" ")  # noqa: SIM905
+WORDS = "the a movie film was is great good bad awful plot actor acting story loved hated boring fun and but".split(" ")
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
