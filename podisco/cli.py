@@ -154,6 +154,15 @@ def _train_config(args: argparse.Namespace, extra: Sequence[str]):
     return config
 
 
+def _maybe_lora(model, config):
+    if config.lora.r <= 0:
+        return model
+    from podisco.models.lora import apply_lora
+
+    lora = config.lora
+    return apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+
+
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from podisco.data import load_rows, tokenize_pairs, validate_rows
     from podisco.models import load_model, load_tokenizer
@@ -167,7 +176,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     examples, tokenized = tokenize_pairs(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
     print(checked.merge(tokenized))
-    model = load_model(config.model)
+    model = _maybe_lora(load_model(config.model), config)
     result = train_preference(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
     print(
         f"trained {result.steps} steps; model in {result.output_dir / 'final'}; metrics in "
@@ -186,7 +195,7 @@ def cmd_sft(args: argparse.Namespace, extra: Sequence[str]) -> int:
     rows = load_rows(config.data.path, config.data.split)
     examples, report = tokenize_sft(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
     print(report)
-    model = load_model(config.model)
+    model = _maybe_lora(load_model(config.model), config)
     result = train_sft(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
     print(f"trained {result.steps} steps; model in {result.output_dir / 'final'}")
     return 0

@@ -55,12 +55,22 @@ class OptimConfig:
 
 
 @dataclass
+class LoraSettings:
+    r: int = 0  # 0: train every weight; > 0: a LoRA adapter of this rank (needs peft); the reference is then
+    # the same model with the adapter disabled, so no second copy is kept
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str = ""  # comma-separated module names; empty: peft's default for the architecture
+
+
+@dataclass
 class TrainConfig:
     model: str = ""  # a local folder with save_pretrained weights, or a hub id
     output_dir: str = "runs/train"
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     batch_size: int = 8  # pairs per optimizer step and process, before gradient accumulation
     grad_accum: int = 1
     epochs: float = 1.0

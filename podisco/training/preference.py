@@ -49,7 +49,7 @@ def build_loss(config: TrainConfig, loss: str | Mapping[str, float] | LossFn | N
 
 
 def resolve_layout(layout: str, model: torch.nn.Module, examples: Sequence[PreferenceExample]) -> str:
-    """"auto" shares the prompt when that saves at least a quarter of the tokens and the attention takes a
+    """ "auto" shares the prompt when that saves at least a quarter of the tokens and the attention takes a
     custom 4-D mask (SDPA, eager). With short prompts the masked attention over prompt + chosen + rejected
     costs more than encoding the prompt twice (measured in benchmarks/trainer_vs_trl.py)."""
     if layout != "auto":

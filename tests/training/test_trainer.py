@@ -112,3 +112,27 @@ def test_non_finite_loss_stops_and_names_the_step(tmp_path, tokenizer, tiny_mode
 def test_too_few_pairs_for_one_batch_is_a_clear_error(tmp_path, tokenizer, tiny_model_factory, examples):
     with pytest.raises(ValueError, match="fewer than one global batch"):
         train_preference(_config(tmp_path, batch_size=64), tiny_model_factory(), examples, 0)
+
+
+def test_gradient_checkpointing_gives_the_same_training(tmp_path, tokenizer, tiny_model_factory, examples):
+    plain, checkpointed = tiny_model_factory(), tiny_model_factory()
+    train_preference(_config(tmp_path, "plain", max_steps=2), plain, examples, 0)
+    train_preference(_config(tmp_path, "ckpt", max_steps=2, gradient_checkpointing=True), checkpointed, examples, 0)
+    torch.testing.assert_close(_params(plain), _params(checkpointed), rtol=1e-5, atol=1e-6)
+
+
+def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, tiny_model_factory, examples):
+    from podisco.models.lora import apply_lora
+
+    model = apply_lora(tiny_model_factory(), r=4, alpha=8.0, dropout=0.0)
+    base_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    first = train_preference(_config(tmp_path, "l1", max_steps=3, cache_reference=False), model, examples, 0)
+    assert first.history[0]["rewards/margins"] == 0.0  # a fresh adapter is the identity
+    for name, param in model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(param, base_before[name]), name  # only the adapter trains
+    # Train on: the reference must be the base model (adapter disabled), not the adapted policy, so the
+    # margins at the first step of the second run are no longer 0.
+    second = train_preference(_config(tmp_path, "l2", max_steps=1, cache_reference=False), model, examples, 0)
+    assert second.history[0]["rewards/margins"] != 0.0
+    assert (tmp_path / "l2" / "final" / "adapter_config.json").exists()
