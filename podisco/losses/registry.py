@@ -41,6 +41,10 @@ class UnknownLossError(PodiscoError, KeyError):
         return str(self.args[0])
 
 
+class LossParameterError(PodiscoError, ValueError):
+    """A hyperparameter the loss does not take, or a malformed combination."""
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """What the registry knows about one loss."""
@@ -156,7 +160,7 @@ def check_params(name: str, params: Mapping[str, object]) -> None:
     for key in params:
         if key not in spec.params:
             accepted = ", ".join(sorted(spec.params)) or "none besides beta"
-            raise ValueError(f"loss {spec.name!r} takes no parameter {key!r} (accepted: {accepted})")
+            raise LossParameterError(f"loss {spec.name!r} takes no parameter {key!r} (accepted: {accepted})")
 
 
 def combine(weights: Mapping[str, float]) -> LossFn:
@@ -166,7 +170,7 @@ def combine(weights: Mapping[str, float]) -> LossFn:
     per-pair sum is the same number. Extra keywords reach every component (TRL shares them too).
     """
     if not weights:
-        raise ValueError("a loss combination needs at least one component")
+        raise LossParameterError("a loss combination needs at least one component")
     parts = [(get_spec(name).fn, float(w)) for name, w in weights.items()]
 
     def combined(

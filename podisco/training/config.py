@@ -99,6 +99,7 @@ class TrainConfig:
             (self.data.max_length >= 2, "data.max_length", "must be >= 2"),
             (self.precision in {"auto", "bf16", "fp32"}, "precision", "auto, bf16 or fp32"),
             (self.epochs > 0 or self.max_steps > 0, "epochs", "epochs or max_steps must be positive"),
+            (self.report_to in {"none", "tensorboard", "wandb"}, "report_to", "none, tensorboard or wandb"),
         ]
         for ok, key, message in checks:
             if not ok:

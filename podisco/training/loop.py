@@ -101,14 +101,17 @@ class _Loggers:
         self.tb = self.wandb = None
         if not enabled or config.report_to == "none":
             return
-        if config.report_to == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+        try:
+            if config.report_to == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
-            self.tb = SummaryWriter(str(output_dir / "tensorboard"))
-        elif config.report_to == "wandb":
-            import wandb
+                self.tb = SummaryWriter(str(output_dir / "tensorboard"))
+            elif config.report_to == "wandb":
+                import wandb
 
-            self.wandb = wandb.init(project="podisco", dir=str(output_dir), config=to_dict(config))
+                self.wandb = wandb.init(project="podisco", dir=str(output_dir), config=to_dict(config))
+        except ImportError as err:
+            raise PodiscoError(f"report_to={config.report_to} needs its package installed: {err}") from err
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -135,10 +138,11 @@ def run_training(
     make_batch: Callable[[Sequence[int]], Any],
     compute: Callable[[torch.nn.Module, Any], StepOutput],
     accelerator: Accelerator,
-    save_extra: Callable[[Path], None] | None = None,
+    tokenizer=None,
     resume_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``num_items`` items; ``make_batch(indices)`` builds a micro-batch on the device."""
+    """Train ``model`` on ``num_items`` items; ``make_batch(indices)`` builds a micro-batch on the device.
+    Checkpoints and ``final/`` hold the model's ``save_pretrained`` output, and the tokenizer's if given."""
     output_dir = Path(config.output_dir)
     main = accelerator.is_main_process
     if main:
@@ -228,16 +232,14 @@ def run_training(
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
                 if config.save_every and step % config.save_every == 0 and step < total_steps:
-                    _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, save_extra)
+                    _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, tokenizer)
     finally:
         bar.close()
         loggers.close()
-    _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, save_extra)
+    _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, tokenizer)
     accelerator.wait_for_everyone()
     if main:
-        accelerator.unwrap_model(scorer).model.save_pretrained(output_dir / "final")
-        if save_extra:
-            save_extra(output_dir / "final")
+        _save_pretrained(accelerator, scorer, tokenizer, output_dir / "final")
     return TrainResult(output_dir, step, history)
 
 
@@ -251,14 +253,22 @@ def _reduce(accelerator: Accelerator, values: dict[str, float]) -> dict[str, flo
     return dict(zip(keys, t.tolist(), strict=True))
 
 
-def _save(accelerator, scorer, path: Path, step: int, micro_done: int, save_extra) -> None:
+def _save_pretrained(accelerator: Accelerator, scorer, tokenizer, path: Path) -> None:
+    accelerator.unwrap_model(scorer).model.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    return Accelerator(mixed_precision=mixed_precision(config.precision))
+
+
+def _save(accelerator: Accelerator, scorer, path: Path, step: int, micro_done: int, tokenizer) -> None:
     """Model weights (save_pretrained), optimizer, scheduler and RNG state, and where the data order stands."""
     accelerator.wait_for_everyone()
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        accelerator.unwrap_model(scorer).model.save_pretrained(path / "model")
-        if save_extra:
-            save_extra(path / "model")
+        _save_pretrained(accelerator, scorer, tokenizer, path / "model")
         (path / "progress.json").write_text(json.dumps({"step": step, "micro_done": micro_done}))
 
 

@@ -12,12 +12,10 @@ from accelerate import Accelerator
 
 from podisco.data import PreferenceExample, collate_preference
 from podisco.losses import LossFn, check_params, combine, get_spec, resolve
-from podisco.training.config import TrainConfig
+from podisco.training.config import ConfigError, TrainConfig
 from podisco.training.logprobs import sequence_logps
-from podisco.training.loop import StepOutput, TrainResult, mixed_precision, run_training
+from podisco.training.loop import StepOutput, TrainResult, make_accelerator, run_training
 from podisco.training.reference import cached_reference_logps, compute_reference_logps
-
-TRL_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 
 def parse_loss(name: str) -> str | dict[str, float]:
@@ -41,9 +39,13 @@ def build_loss(config: TrainConfig, loss: str | Mapping[str, float] | LossFn | N
         spec = get_spec(chosen)
         return spec.fn, {**spec.params, **params}
     if isinstance(chosen, Mapping):
+        # As in TRL, hyperparameters are shared by the components; each must be taken by at least one of them.
         defaults: dict[str, float] = {}
         for part in chosen:
             defaults.update(get_spec(part).params)
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ConfigError(f"loss.{unknown[0]}: no component of {', '.join(chosen)} takes it")
         return combine(chosen), {**defaults, **params}
     return resolve(chosen), params
 
@@ -111,7 +113,7 @@ def train_preference(
     """Train ``model`` with a preference loss. The reference is ``ref_model`` if given, else the model as it
     is now (its log-probs are precomputed before the first step, so no second copy is kept)."""
     config.validate()
-    accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(config.precision))
+    accelerator = accelerator or make_accelerator(config)
     loss_fn, loss_params = build_loss(config, loss)
     layout = resolve_layout(config.data.layout, model, examples)
     reference = ref_model if ref_model is not None else model
@@ -140,7 +142,6 @@ def train_preference(
         batch = collate_preference([examples[i] for i in indices], pad_id, layout=layout)
         return batch.to(accelerator.device), ref_logps[list(indices)].to(accelerator.device)
 
-    save_tokenizer = (lambda path: tokenizer.save_pretrained(path)) if tokenizer is not None else None
     return run_training(
         config,
         model,
@@ -148,6 +149,6 @@ def train_preference(
         make_batch,
         preference_step(loss_fn, loss_params, config.loss.beta),
         accelerator,
-        save_extra=save_tokenizer,
+        tokenizer=tokenizer,
         resume_from=resume_from,
     )

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from podisco.data import SFTExample, collate_sft
 from podisco.training.config import TrainConfig
 from podisco.training.logprobs import sequence_logps
-from podisco.training.loop import StepOutput, TrainResult, mixed_precision, run_training
+from podisco.training.loop import StepOutput, TrainResult, make_accelerator, run_training
 
 
 def sft_step(scorer: torch.nn.Module, batch) -> StepOutput:
@@ -34,12 +34,11 @@ def train_sft(
 ) -> TrainResult:
     """Fine-tune ``model`` on ``examples`` (prompt tokens, if any, are context and not scored)."""
     config.validate()
-    accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(config.precision))
+    accelerator = accelerator or make_accelerator(config)
 
     def make_batch(indices: Sequence[int]):
         return collate_sft([examples[i] for i in indices], pad_id).to(accelerator.device)
 
-    save_tokenizer = (lambda path: tokenizer.save_pretrained(path)) if tokenizer is not None else None
     return run_training(
         config,
         model,
@@ -47,6 +46,6 @@ def train_sft(
         make_batch,
         sft_step,
         accelerator,
-        save_extra=save_tokenizer,
+        tokenizer=tokenizer,
         resume_from=resume_from,
     )

@@ -109,3 +109,17 @@ def test_bad_row_is_named(tmp_path, model_dir, capsys):
     data = _write_jsonl(tmp_path / "pairs.jsonl", rows)
     assert main(["train", "--model", str(model_dir), "--data", str(data), "--output-dir", str(tmp_path / "o")]) == 2
     assert "row 5: field 'chosen' must be text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--loss", "sigmoid", "--loss.tau=0.1"], "loss 'sigmoid' takes no parameter 'tau'"),
+        (["--loss", "sigmoid=1,hinge=1", "--loss.gamma=1"], "loss.gamma: no component of sigmoid, hinge takes it"),
+    ],
+)
+def test_loss_parameters_are_checked(tmp_path, model_dir, capsys, extra, message):
+    data = _write_jsonl(tmp_path / "pairs.jsonl", make_rows(8))
+    argv = ["train", "--model", str(model_dir), "--data", str(data), "--output-dir", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
