@@ -37,6 +37,7 @@ def _describe_shape(shape: LossShape) -> list[str]:
     else:
         lines.append(f"local extrema on [{lo:g}, {hi:g}]: none")
     lines += [f"discontinuity near rho = {j:.3g}" for j in shape.jumps]
+    lines += [f"{'convex' if k.convex else 'concave'} corner near rho = {k.rho:.3g}" for k in shape.kinks]
     segs = ", ".join(f"[{s.start:.3g}, {s.end:.3g}] {'convex' if s.convex else 'non-convex'}" for s in shape.segments)
     lines.append(f"segments: {segs}")
     return lines

@@ -41,6 +41,12 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Kink:
+    rho: float
+    convex: bool  # the slope jumps up (a convex corner, like the hinge's) or down (a concave one)
+
+
+@dataclass(frozen=True)
 class LossShape:
     """What ``analyze`` finds on a rho range at one beta."""
 
@@ -51,10 +57,11 @@ class LossShape:
     extrema: list[Extremum] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     jumps: list[float] = field(default_factory=list)  # rho where f is discontinuous (PADLL, PFL at 0)
+    kinks: list[Kink] = field(default_factory=list)  # rho where df/drho jumps
 
     @property
     def convex(self) -> bool:
-        return all(s.convex for s in self.segments) and not self.jumps
+        return all(s.convex for s in self.segments) and not self.jumps and all(k.convex for k in self.kinks)
 
 
 def _bind(loss: LossLike, params: Mapping[str, float] | None) -> tuple[str, Callable[..., torch.Tensor]]:
@@ -133,6 +140,10 @@ def analyze(
     curvature = vmap(d2f)(rho).detach().numpy()
     r = rho.numpy()
     h = r[1] - r[0]
+    for what, array in (("value", values), ("gradient", grads), ("curvature", curvature)):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise ValueError(f"{label}: non-finite {what} at rho = {r[bad][0]:.4g} (beta = {beta:g})")
 
     # Jumps: the trapezoid rule predicts f[i+1] - f[i] from the derivative. A kink inside a cell can miss it by
     # at most h * (|f'_i| + |f'_i+1|) / 2; a discontinuity misses it by the jump, however small h is.
@@ -141,6 +152,11 @@ def analyze(
     scale = 1.0 + float(np.max(np.abs(values)))
     jump_idx = np.nonzero(np.abs(np.diff(values) - predicted) > kink_bound + 1e-4 * scale)[0]
     jumps = [float(0.5 * (r[i] + r[i + 1])) for i in jump_idx]
+
+    # Kinks: df/drho jumps by more than its smooth change h * f'' predicts (hinge corners, |x| in a gate).
+    predicted_dg = 0.5 * h * (curvature[1:] + curvature[:-1])
+    kink_idx = np.nonzero(np.abs(np.diff(grads) - predicted_dg) > 1e-3 * (float(np.max(np.abs(grads))) + 1e-12))[0]
+    kinks = [Kink(float(0.5 * (r[i] + r[i + 1])), bool(grads[i + 1] > grads[i])) for i in kink_idx if i not in jump_idx]
 
     # Extrema: sign changes of df/drho (flat zero runs in between, e.g. a hinge's plateau, are skipped).
     extrema: list[Extremum] = []
@@ -163,7 +179,7 @@ def analyze(
             start = i
 
     grad_at_zero = float(df(torch.tensor(0.0, dtype=torch.float64)))
-    return LossShape(label, beta, (float(r[0]), float(r[-1])), grad_at_zero, extrema, segments, jumps)
+    return LossShape(label, beta, (float(r[0]), float(r[-1])), grad_at_zero, extrema, segments, jumps, kinks)
 
 
 # --- Behavioural fingerprint ----------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ def batch_var(x: torch.Tensor) -> torch.Tensor:
 def batch_std(x: torch.Tensor) -> torch.Tensor:
     """Unbiased batch standard deviation, as ``Tensor.std()``; a batch of one has std 0 instead of NaN.
 
-    ``Tensor.std`` (unlike ``sqrt(var)``) already gives a zero, not NaN, gradient when every element is equal.
+    ``Tensor.std`` masks its first derivative where the std is 0 (every margin equal, as at the first step),
+    but its second derivative there is NaN, which breaks curvature analysis; the double ``where`` keeps sqrt
+    away from 0 in the forward and every backward pass.
     """
-    return x.std(correction=1 if x.shape[0] > 1 else 0)
+    var = batch_var(x)
+    positive = var > 0
+    safe = torch.where(positive, var, torch.ones_like(var))
+    return torch.where(positive, torch.sqrt(safe), torch.zeros_like(var))

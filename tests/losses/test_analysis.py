@@ -122,3 +122,38 @@ def test_nearest_known_finds_the_original_code_of_a_discovered_loss():
 def test_fingerprint_distance_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="different shapes"):
         fingerprint_distance(np.zeros(3), np.zeros(4))
+
+
+def test_convexity_agrees_with_finite_differences_for_every_loss():
+    """Where the second finite difference of f is clearly negative (away from corners and jumps), analyze must
+    report a non-convex segment there. This caught Tensor.std's NaN second derivative hiding AQFL's bump."""
+    rho = np.linspace(-20, 40, 3001)
+    h = rho[1] - rho[0]
+    for spec in list_specs():
+        shape = analyze(spec.name, 0.05, points=3001)
+        values, _ = curve(spec.name, 0.05, rho)
+        fd = (values[2:] - 2 * values[1:-1] + values[:-2]) / h**2
+        special = [k.rho for k in shape.kinks] + shape.jumps
+        for x, c in zip(rho[1:-1], fd, strict=True):
+            if c < -1e-4 * max(1.0, float(np.max(np.abs(fd)))) and all(abs(x - s) > 3 * h for s in special):
+                assert any(not seg.convex and seg.start - h <= x <= seg.end + h for seg in shape.segments), (
+                    spec.name,
+                    x,
+                )
+
+
+def test_corners_are_found_and_classified():
+    (corner,) = analyze("hinge", 0.05).kinks
+    assert corner.rho == pytest.approx(20.0, abs=0.01) and corner.convex  # relu(1 - beta*rho) at beta*rho = 1
+    concave = [k for k in analyze("aqfl", 0.05).kinks if not k.convex]
+    assert len(concave) == 1 and abs(concave[0].rho) < 0.05  # |s - m2| in the blend weight
+    assert analyze("sigmoid", 0.05).kinks == [] and analyze("discopop", 0.05).kinks == []
+
+
+def test_a_loss_that_goes_nan_is_named():
+    def nan_for_positive_margins(pc, pr, rc, rr, *, beta, **_):
+        u = beta * (pc - pr - rc + rr)
+        return torch.where(u > 0.5, torch.full_like(u, float("nan")), -F.logsigmoid(u))
+
+    with pytest.raises(ValueError, match=r"non-finite value at rho = 10"):
+        analyze(nan_for_positive_margins, 0.05)
