@@ -136,3 +136,14 @@ def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, tiny_
     second = train_preference(_config(tmp_path, "l2", max_steps=1, cache_reference=False), model, examples, 0)
     assert second.history[0]["rewards/margins"] != 0.0
     assert (tmp_path / "l2" / "final" / "adapter_config.json").exists()
+
+
+def test_non_finite_gradient_stops_and_names_the_step(tmp_path, tokenizer, tiny_model_factory, examples):
+    def finite_loss_nan_gradient(pc, pr, rc, rr, *, beta, **_):
+        u = beta * ((pc - pr) - (rc - rr))
+        return torch.sqrt(u - u.detach())  # value 0, d/du = 1 / (2 * 0) = inf -> NaN through the model
+
+    with pytest.raises(NonFiniteError, match="non-finite gradient norm .* at step 1"):
+        train_preference(
+            _config(tmp_path, max_steps=2), tiny_model_factory(), examples, 0, loss=finite_loss_nan_gradient
+        )
