@@ -202,6 +202,23 @@ def cmd_sft(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_task_digits(args: argparse.Namespace) -> int:
+    from podisco.tasks.digits import NAME, VERSION, DigitsConfig, evaluate_loss
+
+    seeds = tuple(int(x) for x in args.seeds.split(","))
+    config = DigitsConfig(dataset=args.dataset, data_dir=args.data_dir or "", epochs=args.epochs, seeds=seeds)
+    result = evaluate_loss(args.loss, config)
+    if not result.ok:
+        print(f"podisco: error: {args.loss} failed on {NAME} v{VERSION}: {result.error}", file=sys.stderr)
+        return 1
+    per_seed = ", ".join(f"{a:.4f}" for a in result.accuracies)
+    print(
+        f"{NAME} v{VERSION} ({args.dataset}) {args.loss}: fitness {result.fitness:.4f} +- {result.std:.4f} "
+        f"(validation accuracy per seed: {per_seed})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podisco", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/losses")
     rho_range(p)
     p.set_defaults(func=cmd_analyze)
+
+    task = commands.add_parser("task", help="run a fitness task")
+    task_sub = task.add_subparsers(dest="task_name", required=True)
+    p = task_sub.add_parser("digits", help="the classification sanity task: validation accuracy of a loss")
+    p.add_argument("--loss", default="cross_entropy", help="cross_entropy, label_smoothing or squared_error")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
+    p.add_argument("--data-dir", dest="data_dir", help="CIFAR-10 in its python format")
+    p.set_defaults(func=cmd_task_digits)
 
     for name, func, text in (
         ("train", cmd_train, "preference-train a causal LM with any registered loss"),

@@ -138,10 +138,14 @@ def get_spec(name: str) -> LossSpec:
     key = _canonical(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
-    known = sorted([*_REGISTRY, *_ALIASES])
-    close = difflib.get_close_matches(key, known, n=4, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else " Run `podisco losses list` to see them all."
-    raise UnknownLossError(f"Unknown loss {name!r}.{hint}")
+    raise unknown_name_error(name, [*_REGISTRY, *_ALIASES], "Run `podisco losses list` to see them all.")
+
+
+def unknown_name_error(name: str, known: list[str], fallback: str) -> UnknownLossError:
+    """The error for a name that is not registered, suggesting the close ones."""
+    close = difflib.get_close_matches(_canonical(name), sorted(known), n=4, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else f" {fallback}"
+    return UnknownLossError(f"Unknown loss {name!r}.{hint}")
 
 
 def get_loss(name: str) -> LossFn:

@@ -60,8 +60,8 @@ def _batch(seed: int) -> dict[str, torch.Tensor]:
         p, c = int(prompt_len[row % B]), int(completion_len[row])
         mask[row, p : p + c] = 1
         attention[row, : p + c] = 1
-    # Per-token policy log-probs in (-2, -0.2): summed over 4..27 tokens they land around -50..-5.
-    policy_tokens = -(0.2 + 1.8 * torch.rand(2 * B, T - 1, generator=g, dtype=torch.float64))
+    # Per-token policy log-probs in (-2.2, -0.3): summed over 4..27 tokens they land around -50..-5.
+    policy_tokens = -(0.3 + 1.9 * torch.rand(2 * B, T - 1, generator=g, dtype=torch.float64))
     # The reference differs per token and by a per-sequence drift, so log-ratios (and margins) of either sign and
     # of a few nats up to a few tens of nats occur: beta * rho covers both sides of hinge's kink and of 0.
     drift = 0.6 * torch.randn(2 * B, 1, generator=g, dtype=torch.float64)
@@ -179,7 +179,7 @@ def test_fake_batch_is_what_trl_sees():
         torch.testing.assert_close(batch["lengths"], mask.sum(1).to(torch.float64), rtol=0, atol=0)
         assert not torch.equal(batch["lengths"][:B], batch["lengths"][B:])
         policy, ref = batch["policy_logps"], batch["ref_logps"]
-        assert policy.max() < -0.5 and policy.min() > -60
+        assert policy.max() < -1 and policy.min() > -60
         rho = (policy[:B] - policy[B:]) - (ref[:B] - ref[B:])
         assert (rho > 0).any() and (rho < 0).any()
         assert ((0.1 * rho) > 1).any()  # hinge is zero for some pairs at beta = 0.1, positive for others

@@ -143,7 +143,7 @@ def test_non_finite_gradient_stops_and_names_the_step(tmp_path, tokenizer, tiny_
         u = beta * ((pc - pr) - (rc - rr))
         return torch.sqrt(u - u.detach())  # value 0, d/du = 1 / (2 * 0) = inf -> NaN through the model
 
-    with pytest.raises(NonFiniteError, match="non-finite gradient norm .* at step 1"):
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient norm .* at step 1"):
         train_preference(
             _config(tmp_path, max_steps=2), tiny_model_factory(), examples, 0, loss=finite_loss_nan_gradient
         )
