@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from podisco.errors import PodiscoError
+from podisco.hub import looks_like_hub_id
 
 
 class DataError(PodiscoError, ValueError):
     """A dataset that cannot be used as given; the message names the file, row and field."""
-
-
-def _looks_like_hub_id(source: str) -> bool:
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~")) and "." not in parts[0]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -80,7 +76,7 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
 
             return pq.read_table(path).to_pylist()
         raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
-    if _looks_like_hub_id(source):
+    if looks_like_hub_id(source):
         from datasets import load_dataset
 
         try:

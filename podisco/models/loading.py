@@ -7,21 +7,17 @@ from pathlib import Path
 import torch
 
 from podisco.errors import PodiscoError
+from podisco.hub import looks_like_hub_id
 
 
 class ModelLoadError(PodiscoError, ValueError):
     """A model or tokenizer that cannot be loaded, with the path or id that was asked for."""
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
-
-
 def _check_source(name: str) -> None:
     if not name:
         raise ModelLoadError("no model given: pass --model PATH_OR_HUB_ID")
-    if not Path(name).exists() and not _looks_like_hub_id(name):
+    if not Path(name).exists() and not looks_like_hub_id(name):
         raise ModelLoadError(f"model path {name!r} does not exist (and is not a hub id of the form owner/name)")
 
 

@@ -178,3 +178,8 @@ def test_sft_rows(tokenizer):
     ) + [0]
     with pytest.raises(DataError, match="row 0: needs a 'text' string"):
         tokenize_sft([{"body": "x"}], tokenizer, 16)
+
+
+def test_a_missing_file_in_a_folder_is_not_sent_to_the_hub():
+    with pytest.raises(DataError, match="does not exist"):
+        load_rows("data/pairs.jsonl")
