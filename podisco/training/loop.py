@@ -27,7 +27,7 @@ import torch
 from accelerate import Accelerator
 
 from podisco.errors import PodiscoError
-from podisco.training.config import TrainConfig, save_yaml, to_dict
+from podisco.training.config import ConfigError, TrainConfig, save_yaml, to_dict
 from podisco.training.logprobs import CompletionScorer
 
 
@@ -162,7 +162,7 @@ def run_training(
     global_micro = config.batch_size * world
     micro_per_epoch = num_items // global_micro  # a ragged last micro-batch would break the 1-vs-N equivalence
     if micro_per_epoch == 0:
-        raise ValueError(f"{num_items} items are fewer than one global batch of {global_micro}")
+        raise ConfigError(f"batch_size: {num_items} items are fewer than one global batch of {global_micro}")
     steps_per_epoch = max(1, micro_per_epoch // config.grad_accum)
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
 
