@@ -219,6 +219,32 @@ def cmd_task_digits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_task_imdb_prepare(args: argparse.Namespace) -> int:
+    from podisco.tasks.imdb import prepare
+
+    task = prepare(args.preset, args.cache_dir)
+    print(f"prepared {task.directory}")
+    for key, value in task.facts.items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    return 0
+
+
+def cmd_task_imdb(args: argparse.Namespace) -> int:
+    from podisco.tasks.imdb import prepare
+    from podisco.tasks.imdb_eval import ImdbTrainSettings, train_and_evaluate
+
+    get_spec(args.loss)
+    task = prepare(args.preset, args.cache_dir)
+    settings = ImdbTrainSettings(loss=args.loss, beta=args.beta, steps=args.steps, lr=args.lr)
+    seeds = tuple(int(x) for x in args.seeds.split(","))
+    result = train_and_evaluate(task, settings, Path(args.out) / f"{args.loss}-{args.beta:g}", seeds)
+    print(
+        f"{result.task} {result.loss} beta={result.beta:g}: reward {result.reward:.4f} +- {result.reward_std:.4f}, "
+        f"KL(ref||policy) per token {result.kl:.4f} +- {result.kl_std:.4f} over seeds {args.seeds}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podisco", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
     p.add_argument("--data-dir", dest="data_dir", help="CIFAR-10 in its python format")
     p.set_defaults(func=cmd_task_digits)
+
+    p = task_sub.add_parser("prepare", help="build and cache what a task needs (tokenizer, SFT model, scorers, pairs)")
+    p.add_argument("name", choices=["imdb"])
+    p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
+    p.add_argument("--cache-dir", dest="cache_dir")
+    p.set_defaults(func=cmd_task_imdb_prepare)
+    p = task_sub.add_parser("imdb", help="train one loss at one beta on the IMDb pairs; reward and KL")
+    p.add_argument("--loss", default="sigmoid")
+    p.add_argument("--beta", type=float, default=0.05)
+    p.add_argument("--steps", type=int, default=0, help="0: one epoch over the pairs")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--seeds", default="0,1,2", help="evaluation sampling seeds")
+    p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
+    p.add_argument("--cache-dir", dest="cache_dir")
+    p.add_argument("--out", default="runs/imdb")
+    p.set_defaults(func=cmd_task_imdb)
 
     for name, func, text in (
         ("train", cmd_train, "preference-train a causal LM with any registered loss"),

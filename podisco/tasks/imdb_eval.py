@@ -1,0 +1,118 @@
+"""Train a policy on the IMDb pairs with one loss at one beta, and evaluate it as the paper does (paper.md §6).
+
+Reward: mean evaluation-scorer p(positive) of prompt + completion, for seeded samples on held-out prompts.
+KL: the full-vocabulary KL(pi_ref || pi_theta) at each position of the policy's samples, prompt included,
+masked to non-EOS tokens and averaged per token, as ``run_eval_imdb.py`` computes it
+(``F.kl_div(logp_policy, logp_ref, log_target=True).sum(-1)`` = sum_v p_ref (log p_ref - log p_theta)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from podisco.tasks.imdb import NAME, VERSION, PreparedTask, sample_completions
+
+
+@dataclass
+class ImdbTrainSettings:
+    loss: str = "sigmoid"
+    beta: float = 0.05
+    steps: int = 0  # 0: one epoch over the pairs
+    batch_size: int = 16
+    lr: float = 5e-5  # the paper's IMDb learning rate
+    seed: int = 0
+
+
+@dataclass
+class ImdbResult:
+    task: str
+    loss: str
+    beta: float
+    reward: float  # mean over evaluation seeds
+    reward_std: float
+    kl: float
+    kl_std: float
+    per_seed: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def kl_ref_policy(policy, reference, tokenizer, texts: list[str], batch_size: int = 32) -> float:
+    """Per-token mean of KL(pi_ref || pi_theta) over the non-EOS positions of ``texts``."""
+    total, count = 0.0, 0
+    for start in range(0, len(texts), batch_size):
+        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + batch_size]]
+        width = max(len(e) for e in encoded)
+        ids = torch.full((len(encoded), width), tokenizer.eos_token_id)
+        for i, e in enumerate(encoded):
+            ids[i, : len(e)] = torch.tensor(e)
+        mask = (ids != tokenizer.eos_token_id).float()
+        attention = mask.long().clamp(min=0)
+        logp_policy = policy(input_ids=ids, attention_mask=attention).logits.float().log_softmax(-1)
+        logp_ref = reference(input_ids=ids, attention_mask=attention).logits.float().log_softmax(-1)
+        per_position = (logp_ref.exp() * (logp_ref - logp_policy)).sum(-1)  # (B, T)
+        total += float((per_position * mask).sum())
+        count += int(mask.sum())
+    return total / max(count, 1)
+
+
+def evaluate_policy(task: PreparedTask, policy, reference, seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Reward and KL of ``policy`` on the held-out prompts, per evaluation seed."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(task.tokenizer_dir)
+    policy.eval()
+    reference.eval()
+    rows = []
+    for seed in seeds:
+        completions = sample_completions(policy, tokenizer, task.test_prompts, task.preset.completion_tokens, seed)
+        texts = [p + c for p, c in zip(task.test_prompts, completions, strict=True)]
+        rows.append(
+            {
+                "seed": seed,
+                "reward": float(np.mean(task.evaluation.p_positive(texts))),
+                "gold_reward": float(np.mean(task.gold.reward(texts))),
+                "kl": kl_ref_policy(policy, reference, tokenizer, texts),
+            }
+        )
+    return {"per_seed": rows}
+
+
+def train_and_evaluate(
+    task: PreparedTask, settings: ImdbTrainSettings, out: str | Path, eval_seeds: tuple[int, ...] = (0, 1, 2)
+) -> ImdbResult:
+    """Train the SFT model with ``settings.loss`` at ``settings.beta`` on the task's pairs; evaluate it."""
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from podisco.data import tokenize_pairs, validate_rows
+    from podisco.training.config import TrainConfig
+    from podisco.training.preference import train_preference
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(task.tokenizer_dir)
+    rows, _ = validate_rows([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in task.train_pairs], NAME)
+    max_length = task.preset.prompt_tokens + task.preset.completion_tokens + 8
+    examples, _ = tokenize_pairs(rows, tokenizer, max_length)
+    policy = AutoModelForCausalLM.from_pretrained(task.sft_dir)
+    config = TrainConfig(output_dir=str(out), batch_size=settings.batch_size, seed=settings.seed)
+    config.loss.name, config.loss.beta = settings.loss, settings.beta
+    config.max_steps = settings.steps
+    config.optim.lr = settings.lr
+    config.precision = "fp32"
+    config.reference_cache_dir = str(task.directory / "reference")
+    train_preference(config, policy, examples, tokenizer.eos_token_id, tokenizer)
+    reference = AutoModelForCausalLM.from_pretrained(task.sft_dir)
+    rows = evaluate_policy(task, policy, reference, eval_seeds)["per_seed"]
+    rewards, kls = [r["reward"] for r in rows], [r["kl"] for r in rows]
+    return ImdbResult(
+        f"{NAME}-v{VERSION}-{task.preset.name}",
+        settings.loss,
+        settings.beta,
+        float(np.mean(rewards)),
+        float(np.std(rewards)),
+        float(np.mean(kls)),
+        float(np.std(kls)),
+        rows,
+    )

@@ -1,0 +1,43 @@
+"""The IMDb task on the tiny preset, end to end: prepare (cached), train DPO, evaluate reward and KL."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from podisco.tasks.imdb import PRESETS, prepare, preset_key
+from podisco.tasks.imdb_eval import ImdbTrainSettings, evaluate_policy, train_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return prepare("tiny", tmp_path_factory.mktemp("imdb"), log=lambda message: None)
+
+
+@pytest.mark.slow
+def test_prepare_builds_disjoint_prompts_and_bradley_terry_pairs(tiny):
+    assert len(tiny.train_pairs) > 40 and len(tiny.test_prompts) == PRESETS["tiny"].test_prompts
+    assert not {p["prompt"] for p in tiny.train_pairs} & set(tiny.test_prompts)
+    assert {"gold_accuracy", "evaluation_accuracy", "agreement", "sft_held_out_perplexity"} <= set(tiny.facts)
+    assert tiny.facts["gold_accuracy"] > 0.7 and tiny.facts["sft_held_out_perplexity"] < PRESETS["tiny"].vocab_size
+    again = prepare("tiny", tiny.directory.parent, log=lambda message: pytest.fail(f"rebuilt: {message}"))
+    assert again.train_pairs == tiny.train_pairs  # everything came from the cache
+
+
+@pytest.mark.slow
+def test_kl_is_zero_against_itself_and_positive_after_dpo(tiny, tmp_path):
+    sft = AutoModelForCausalLM.from_pretrained(tiny.sft_dir)
+    same = evaluate_policy(tiny, sft, AutoModelForCausalLM.from_pretrained(tiny.sft_dir), seeds=(0,))
+    assert same["per_seed"][0]["kl"] == pytest.approx(0.0, abs=1e-7)
+    settings = ImdbTrainSettings(loss="sigmoid", beta=0.1, steps=6, batch_size=8, lr=5e-3)
+    result = train_and_evaluate(tiny, settings, tmp_path / "dpo", eval_seeds=(0, 1))
+    assert result.kl > 1e-3 and 0.0 <= result.reward <= 1.0 and len(result.per_seed) == 2
+    assert result.task == "imdb-v1-tiny"
+
+
+def test_cache_key_changes_with_settings():
+    tiny = PRESETS["tiny"]
+    assert preset_key(tiny) != preset_key(dataclasses.replace(tiny, sft_steps=41))
+    assert preset_key(tiny) == preset_key(dataclasses.replace(tiny))
