@@ -245,6 +245,35 @@ def cmd_task_imdb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from podisco.reporting.frontier_plot import plot_frontier
+    from podisco.tasks.imdb import prepare
+    from podisco.tasks.imdb_eval import ImdbTrainSettings
+    from podisco.tasks.imdb_fitness import summarise, sweep
+
+    losses = [get_spec(name).name for name in args.losses.split(",")]
+    betas = [float(b) for b in args.betas.split(",")]
+    if any(b <= 0 for b in betas):
+        print(f"podisco: error: betas must be positive, got {betas}", file=sys.stderr)
+        return 2
+    task = prepare(args.preset, args.cache_dir)
+    base = ImdbTrainSettings(steps=args.steps, lr=args.lr)
+    rows = sweep(task, losses, betas, tuple(range(args.seeds)), args.out, base)
+    summary = summarise(rows)
+    figure = plot_frontier(summary, Path(args.out) / "frontier.png", f"IMDb ({args.preset}): reward vs KL")
+    table = [
+        (
+            loss,
+            f"{info['frontier']:.4f}",
+            "  ".join(f"b={b:g}: {r:.3f}/{k:.3f}" for b, (r, k) in sorted(info["points"].items())),
+        )
+        for loss, info in sorted(summary.items(), key=lambda item: -item[1]["frontier"])
+    ]
+    print(_table(table, ("loss", "frontier (reward - KL)", "reward/KL per beta")))
+    print(f"wrote {Path(args.out) / 'sweep.csv'} and {figure}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podisco", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -308,6 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/imdb")
     p.set_defaults(func=cmd_task_imdb)
+
+    p = commands.add_parser("sweep", help="train every (loss, beta, seed) on a task; CSV and reward-vs-KL frontier")
+    p.add_argument("--task", default="imdb", choices=["imdb"])
+    p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
+    p.add_argument("--losses", default="sigmoid,hinge,discopop")
+    p.add_argument("--betas", default="0.025,0.05,0.1,0.25")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps per run; 0: one epoch")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--cache-dir", dest="cache_dir")
+    p.add_argument("--out", default="runs/sweep")
+    p.set_defaults(func=cmd_sweep)
 
     for name, func, text in (
         ("train", cmd_train, "preference-train a causal LM with any registered loss"),

@@ -41,3 +41,37 @@ def test_cache_key_changes_with_settings():
     tiny = PRESETS["tiny"]
     assert preset_key(tiny) != preset_key(dataclasses.replace(tiny, sft_steps=41))
     assert preset_key(tiny) == preset_key(dataclasses.replace(tiny))
+
+
+@pytest.mark.slow
+def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
+    from podisco.tasks import imdb_fitness
+
+    base = ImdbTrainSettings(steps=3, batch_size=8, lr=5e-3)
+    paired = imdb_fitness.paired_fitness(tiny, "hinge", 0.1, tmp_path / "runs", seeds=(0, 1), base=base)
+    assert paired.reference == "sigmoid" and paired.ci95[0] <= paired.difference <= paired.ci95[1]
+    assert len(list((tmp_path / "runs").glob("run-*.json"))) == 4  # 2 losses x 2 seeds
+
+    rows = imdb_fitness.sweep(tiny, ["sigmoid"], [0.1], (0, 1), tmp_path / "sweep", base, log=lambda m: None)
+    assert [r["seed"] for r in rows] == [0, 1] and (tmp_path / "sweep" / "sweep.csv").exists()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(imdb_fitness, "train_and_evaluate", must_not_train)
+    again = imdb_fitness.sweep(tiny, ["sigmoid"], [0.1], (0, 1), tmp_path / "sweep", base, log=lambda m: None)
+    assert again == rows
+    summary = imdb_fitness.summarise(rows)
+    assert summary["sigmoid"]["frontier"] == pytest.approx(max(r - k for r, k in summary["sigmoid"]["points"].values()))
+
+    from podisco.reporting.frontier_plot import plot_frontier
+
+    assert plot_frontier(summary, tmp_path / "f.png").stat().st_size > 5_000
+
+
+def test_frontier_score_prefers_reward_bought_cheaply_in_kl():
+    from podisco.tasks.imdb_fitness import frontier_score
+
+    cheap = [(0.70, 0.05), (0.75, 0.40)]  # best: 0.70 - 0.05 = 0.65
+    costly = [(0.80, 0.30), (0.85, 0.60)]  # best: 0.80 - 0.30 = 0.50
+    assert frontier_score(cheap) == pytest.approx(0.65) and frontier_score(costly) == pytest.approx(0.50)

@@ -1,0 +1,34 @@
+"""The reward-vs-KL frontier of a sweep, one line per loss, points labelled by beta (the paper's Fig. 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+
+def plot_frontier(summary: dict[str, dict], out: str | Path, title: str = "IMDb: reward vs KL") -> Path:
+    """``summary`` as returned by ``imdb_fitness.summarise``: {loss: {"points": {beta: (reward, kl)}, ...}}."""
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["tab10"]
+    for i, (loss, info) in enumerate(sorted(summary.items())):
+        betas = sorted(info["points"])
+        kls = [info["points"][b][1] for b in betas]
+        rewards = [info["points"][b][0] for b in betas]
+        ax.plot(kls, rewards, "o-", color=colours(i % 10), label=f"{loss} (frontier {info['frontier']:.3f})")
+        for b, k, r in zip(betas, kls, rewards, strict=True):
+            ax.annotate(
+                f"β={b:g}", (k, r), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colours(i % 10)
+            )
+    ax.set_xlabel("KL(π_ref ‖ π_θ) per token")
+    ax.set_ylabel("evaluation reward: mean p(positive)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
