@@ -1,47 +1,44 @@
-"""Check and normalise preference rows before any tokenisation.
+"""Check and normalise preference rows before any tokenisation, so a bad file fails with its row and field named
+instead of deep inside a tokenizer or a forward pass.
 
-A row becomes ``{"prompt", "chosen", "rejected"}``, all strings (standard format) or all lists of
-``{"role", "content"}`` messages (conversational format). Structural faults (a missing column, a field of the
-wrong type, a message without role/content) are errors naming the row and field; an empty field makes the
-pair unusable and is dropped and reported, or raised with ``on_error="raise"``.
+A row becomes ``{"row", "prompt", "chosen", "rejected"}`` (``row``: its 0-based index in the source, carried on
+for later messages): all three strings (standard format) or all three lists of ``{"role", "content"}`` messages
+(conversational format; extra message keys such as ``name`` are kept for the chat template).
+
+**Implicit prompt.** Without a ``prompt`` column the prompt is what ``chosen`` and ``rejected`` share:
+
+* conversations: the common leading messages, but each completion keeps at least one message (TRL's
+  ``extract_prompt``);
+* strings: the common character prefix, cut back to its last whitespace character, which goes to the
+  completions. TRL cuts at the first differing character and only moves a space just before it into the
+  completions, so "the movie was great" / "the movie was good" gives it the prompt "the movie was g"; we give
+  "the movie was" with completions " great" / " good", so no word is split, and where the texts diverge at a
+  word start both rules agree. With no whitespace in the shared prefix the prompt is empty. When one text is
+  a prefix of the other the shared part is shortened by a character first so neither completion is empty.
+
+**Errors.** Structural faults raise ``DataError`` whatever ``on_error`` says: a missing column (once, listing
+the columns found), a row missing a field, a field that is neither text nor a message list (a number, None), a
+message without a string role/content, text mixed with messages in one row. Every row's structure is checked
+before raising, so the message counts the bad rows and lists the first few. An empty field (blank text, no
+messages) is dropped and reported, or raised with ``on_error="raise"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from podisco.data.loading import DataError
+from podisco.data.errors import DataError, DropReport, check_on_error, list_some
 
-Messages = list[dict[str, str]]
+REQUIRED = ("chosen", "rejected")
 
 
-@dataclass
-class DropReport:
-    """Which rows were left out and why."""
-
-    total: int = 0
-    dropped: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def kept(self) -> int:
-        return self.total - len(self.dropped)
-
-    def merge(self, other: DropReport) -> DropReport:
-        return DropReport(self.total, sorted(self.dropped + other.dropped))
-
-    def __str__(self) -> str:
-        text = f"kept {self.kept} of {self.total} pairs"
-        if self.dropped:
-            shown = "; ".join(f"row {row}: {why}" for row, why in self.dropped[:5])
-            more = f"; and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
-            text += f"; dropped {len(self.dropped)}: {shown}{more}"
-        return text
+class MalformedRow(Exception):
+    """A structural fault of one row; collected, then raised together as one DataError."""
 
 
 def common_prefix_length(*seqs: Sequence) -> int:
-    """Length of the longest prefix all sequences share."""
+    """Length of the longest prefix all sequences share (strings, token ids or message lists)."""
     n = 0
     for items in zip(*seqs, strict=False):
         if any(x != items[0] for x in items[1:]):
@@ -50,79 +47,101 @@ def common_prefix_length(*seqs: Sequence) -> int:
     return n
 
 
-def _is_messages(value: Any) -> bool:
-    return isinstance(value, list)
-
-
-def _check_messages(value: list, where: str) -> Messages:
+def check_messages(value: list, name: str) -> list[dict[str, Any]]:
+    """The messages of one field, each a dict with string ``role`` and ``content``; raises ``MalformedRow``."""
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise DataError(f"{where}: message {i} needs a string 'role' (got {message!r:.80})")
-        if not isinstance(message.get("content"), str):
-            raise DataError(f"{where}: message {i} needs a string 'content' (got {message.get('content')!r:.80})")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+        if not isinstance(message, dict):
+            raise MalformedRow(
+                f"field {name!r}: message {i} must be a {{'role', 'content'}} object, got {message!r:.60}"
+            )
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise MalformedRow(f"field {name!r}: message {i} needs a string {key!r} (got {message.get(key)!r:.60})")
+    return [dict(m) for m in value]
 
 
-def _common_prefix_messages(a: Messages, b: Messages) -> int:
-    """Shared leading messages, leaving at least one message of each completion."""
-    return min(common_prefix_length(a, b), len(a) - 1, len(b) - 1)
+def _is_empty(value: str | list) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return not value or all(not m["content"].strip() for m in value)
 
 
-def _implicit_prompt_text(chosen: str, rejected: str) -> int:
-    """Length of the shared prefix, cut back to just after the last whitespace so no word is split."""
+def _implicit_text_prompt(chosen: str, rejected: str) -> int:
+    """Where the implicit prompt ends: the common prefix cut back to its last whitespace (see module doc)."""
     n = common_prefix_length(chosen, rejected)
-    if n in (len(chosen), len(rejected)):  # one completion would be empty: leave a word of it
+    if n in (len(chosen), len(rejected)):  # one text would have no completion left
         n -= 1
-    cut = max(chosen.rfind(" ", 0, n), chosen.rfind("\n", 0, n))
-    return cut + 1 if cut >= 0 else 0
+    cut = n
+    while cut > 0 and not chosen[cut - 1].isspace():
+        cut -= 1
+    return max(cut - 1, 0)  # the prompt stops before that whitespace character
+
+
+def _implicit_messages_prompt(chosen: list, rejected: list) -> int:
+    """Shared leading messages, leaving at least one message to each completion."""
+    return min(common_prefix_length(chosen, rejected), len(chosen) - 1, len(rejected) - 1)
+
+
+def _structure(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """The row's fields, checked for type; raises ``MalformedRow`` naming the field."""
+    if not isinstance(row, dict):
+        raise MalformedRow(f"expected an object with {', '.join(fields)}, got {type(row).__name__}")
+    values = {}
+    for name in fields:
+        if name not in row:
+            raise MalformedRow(f"missing field {name!r}")
+        value = row[name]
+        if not isinstance(value, (str, list)):
+            raise MalformedRow(f"field {name!r} must be text or a list of messages, got {type(value).__name__}")
+        values[name] = check_messages(value, name) if isinstance(value, list) else value
+    kinds = {isinstance(v, list) for v in values.values()}
+    if len(kinds) > 1:
+        raise MalformedRow(f"mixes text and message lists across {', '.join(fields)}")
+    return values
 
 
 def validate_rows(
-    rows: list[dict[str, Any]], source: str = "data", on_error: str = "drop"
+    rows: Sequence[dict[str, Any]], source: str = "data", on_error: str = "drop"
 ) -> tuple[list[dict[str, Any]], DropReport]:
-    """Normalised rows (each with its source index under ``"row"``) and the report of dropped ones."""
+    """Normalised rows (``{"row", "prompt", "chosen", "rejected"}``) and the report of the dropped ones.
+
+    ``source`` only labels messages (a file name or hub id). Raises ``DataError`` on structural faults.
+    """
+    check_on_error(on_error)
     if not rows:
         raise DataError(f"{source}: no rows")
-    columns = set(rows[0])
-    missing = [c for c in ("chosen", "rejected") if c not in columns]
+    columns = set().union(*(row for row in rows if isinstance(row, dict)))
+    missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise DataError(f"{source}: missing column(s) {', '.join(missing)} (found: {', '.join(sorted(columns))})")
-    explicit = "prompt" in columns
+        raise DataError(
+            f"{source}: missing column(s) {', '.join(missing)} (found: {', '.join(sorted(columns)) or 'none'}); "
+            "a preference dataset needs 'chosen' and 'rejected', and optionally 'prompt'"
+        )
+    fields = ("prompt", *REQUIRED) if "prompt" in columns else REQUIRED
     report = DropReport(total=len(rows))
+    malformed: list[str] = []
     out = []
     for index, row in enumerate(rows):
-        where = f"{source}: row {index}"
-        fields = ("prompt", "chosen", "rejected") if explicit else ("chosen", "rejected")
-        for name in fields:
-            if name not in row:
-                raise DataError(f"{where}: missing field {name!r}")
-            value = row[name]
-            if not isinstance(value, (str, list)):
-                raise DataError(
-                    f"{where}: field {name!r} must be text or a list of messages, got {type(value).__name__}"
-                )
-        conversational = _is_messages(row["chosen"])
-        values = {name: row[name] for name in fields}
-        if any(_is_messages(v) != conversational for v in values.values()):
-            raise DataError(f"{where}: mixes text and message lists across {', '.join(fields)}")
-        if conversational:
-            values = {name: _check_messages(v, f"{where}, field {name!r}") for name, v in values.items()}
-        empty = [name for name, v in values.items() if (not v.strip() if isinstance(v, str) else not v)]
-        if empty:
-            reason = f"empty field {empty[0]!r}"
-            if on_error == "raise":
-                raise DataError(f"{where}: {reason}")
-            report.dropped.append((index, reason))
+        try:
+            values = _structure(row, fields)
+        except MalformedRow as fault:
+            malformed.append(f"row {index}: {fault}")
             continue
-        if not explicit:
-            if conversational:
-                n = _common_prefix_messages(values["chosen"], values["rejected"])
+        if malformed:  # already failing: only look for more faults to report
+            continue
+        empty = [name for name, value in values.items() if _is_empty(value)]
+        if empty:
+            report.add(index, f"field {empty[0]!r} is empty", on_error, source)
+            continue
+        if "prompt" not in values:
+            chosen, rejected = values["chosen"], values["rejected"]
+            if isinstance(chosen, str):
+                n = _implicit_text_prompt(chosen, rejected)
             else:
-                n = _implicit_prompt_text(values["chosen"], values["rejected"])
-            values = {
-                "prompt": values["chosen"][:n],
-                "chosen": values["chosen"][n:],
-                "rejected": values["rejected"][n:],
-            }
+                n = _implicit_messages_prompt(chosen, rejected)
+            values = {"prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
         out.append({"row": index, **values})
+    if malformed:
+        head = f"{len(malformed)} malformed rows: " if len(malformed) > 1 else ""
+        raise DataError(f"{source}: {head}{list_some(malformed)}")
     return out, report

@@ -52,11 +52,13 @@ class CompletionScorer(torch.nn.Module):
         score_token: torch.Tensor,
     ) -> torch.Tensor:
         model = self.model
-        if attention_mask.dim() == 4 and getattr(model.config, "_attn_implementation", None) != "sdpa":
-            # Eager and other attentions take an additive float mask; SDPA takes the boolean one as it is.
-            dtype = next(model.parameters()).dtype
-            blocked = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
-            attention_mask = blocked.masked_fill(~attention_mask, torch.finfo(dtype).min)
+        if attention_mask.dim() == 4:
+            # The prefix-shared layout's additive mask (0 = attend). SDPA gets it as booleans, which stay valid
+            # under autocast whatever the query dtype; eager attention adds it, so it takes the model's dtype.
+            if getattr(model.config, "_attn_implementation", None) == "sdpa":
+                attention_mask = attention_mask == 0
+            else:
+                attention_mask = attention_mask.to(next(model.parameters()).dtype)
         head = _output_layer(model)
         if head is None:  # e.g. softcapped logits: use the model's own, still no full log-softmax
             logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
