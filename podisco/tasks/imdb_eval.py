@@ -23,7 +23,7 @@ class ImdbTrainSettings:
     beta: float = 0.05
     steps: int = 0  # 0: one epoch over the pairs
     batch_size: int = 16
-    lr: float = 5e-5  # the paper's IMDb learning rate
+    lr: float = 5e-4  # measured on the default preset (one epoch of 1,024 pairs); the paper: 5e-5, 3 epochs of 20k
     seed: int = 0
 
 
