@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from podisco.tasks.imdb import NAME, VERSION, PreparedTask, sample_completions
+from podisco.tasks.sentiment import agreement
 
 
 @dataclass
@@ -76,6 +77,8 @@ def evaluate_policy(task: PreparedTask, policy, reference, seeds: tuple[int, ...
                 "reward": float(np.mean(task.evaluation.p_positive(texts))),
                 "gold_reward": float(np.mean(task.gold.reward(texts))),
                 "kl": kl_ref_policy(policy, reference, tokenizer, texts),
+                # Do the two scorers still agree on the policy's own samples? A drop flags reward hacking.
+                "scorer_agreement": agreement(task.gold, task.evaluation, texts),
             }
         )
     return {"per_seed": rows}

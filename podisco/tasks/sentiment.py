@@ -104,6 +104,8 @@ class ScorerReport:
     gold_accuracy: float  # held-out IMDb reviews
     evaluation_accuracy: float  # the same held-out reviews
     agreement: float  # same side of neutral on them
+    gold_on_degenerate: float  # mean p(positive) on word salad / repetition: the gold scorer is fooled
+    evaluation_on_degenerate: float  # the evaluation scorer, trained with such negatives, is not
 
 
 def build_scorers(
@@ -111,7 +113,8 @@ def build_scorers(
 ) -> tuple[SentimentScorer, SentimentScorer, ScorerReport]:
     """Gold on one half of the IMDb reviews; evaluation on the other half plus Rotten Tomatoes, with other
     features; both measured on ``held_out`` reviews neither saw. Measured with the full 25,000 reviews
-    (held_out 3,000): gold 0.900, evaluation 0.885, agreement 0.909."""
+    (held_out 3,000): gold 0.900, evaluation 0.885, agreement 0.909. The evaluation scorer also learns that
+    degenerate text (``degenerate_negatives``) is not a positive review."""
     import random
 
     shuffled = list(imdb)
@@ -119,7 +122,39 @@ def build_scorers(
     test, rest = shuffled[:held_out], shuffled[held_out:]
     half = len(rest) // 2
     gold = fit_cached(rest[:half], GOLD, cache_dir)
-    evaluation = fit_cached([*rest[half:], *rotten_tomatoes], EVALUATION, cache_dir)
+    evaluation_data = [*rest[half:], *rotten_tomatoes]
+    evaluation_data += degenerate_negatives(evaluation_data, len(evaluation_data) // 10, seed)
+    evaluation = fit_cached(evaluation_data, EVALUATION, cache_dir)
     texts = [r.text for r in test]
-    report = ScorerReport(gold.accuracy(test), evaluation.accuracy(test), agreement(gold, evaluation, texts))
+    degenerate = [r.text for r in degenerate_negatives(test, 200, seed + 1)]
+    report = ScorerReport(
+        gold.accuracy(test),
+        evaluation.accuracy(test),
+        agreement(gold, evaluation, texts),
+        float(np.mean(gold.p_positive(degenerate))),
+        float(np.mean(evaluation.p_positive(degenerate))),
+    )
     return gold, evaluation, report
+
+
+POSITIVE_WORDS = (
+    "great best wonderful excellent amazing perfect loved beautiful brilliant superb fantastic love enjoyed "
+    "favorite masterpiece awesome fun highly recommend"
+).split()
+
+
+def degenerate_negatives(reviews: Sequence[Review], n: int, seed: int = 0) -> list[Review]:
+    """Texts a policy can reach by gaming a bag-of-words scorer, labelled negative for the evaluation scorer:
+    positive-word salad, and the start of a review followed by one word repeated."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            text = " ".join(rng.choice(POSITIVE_WORDS) for _ in range(rng.randint(4, 30)))
+        else:
+            words = rng.choice(reviews).text.split()[: rng.randint(3, 12)]
+            text = " ".join([*words, *[rng.choice(POSITIVE_WORDS)] * rng.randint(5, 25)])
+        out.append(Review(text, 0))
+    return out

@@ -57,6 +57,8 @@ def test_two_scorers_learn_agree_and_are_cached(bundled, tmp_path):
     imdb, rt = bundled
     gold, evaluation, report = build_scorers(imdb[:2500] + imdb[-2500:], rt[:2000], held_out=1000, cache_dir=tmp_path)
     assert report.gold_accuracy > 0.8 and report.evaluation_accuracy > 0.75 and report.agreement > 0.75
+    # Word salad and repetition fool a bag-of-words gold scorer; the evaluation scorer was taught otherwise.
+    assert report.gold_on_degenerate > 0.8 and report.evaluation_on_degenerate < 0.3
     texts = ["a wonderful, moving film", "a dull and awful mess"]
     assert np.all(np.diff(gold.reward(texts)) < 0) and np.all(np.diff(evaluation.p_positive(texts)) < 0)
     # reward = log p(pos) - log p(neg)
