@@ -49,7 +49,7 @@ class ImdbPreset:
 
 PRESETS = {
     "tiny": ImdbPreset("tiny", 300, 2000, 400, 1, 32, 2, 48, 40, 3e-3, 64, 16, 6, 10),
-    "default": ImdbPreset("default", 6000, 0, 4096, 4, 128, 4, 128, 1500, 1e-3, 1024, 128, 8, 24),
+    "default": ImdbPreset("default", 6000, 0, 4096, 4, 128, 4, 128, 1500, 1e-3, 1024, 512, 8, 24),
     "paper": ImdbPreset("paper", 25000, 0, 8192, 12, 768, 12, 256, 20000, 2e-4, 20000, 1000, 8, 60),
 }
 
