@@ -7,6 +7,8 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
+from podisco.reporting.figures import save_figure
+
 
 def plot_frontier(summary: dict[str, dict], out: str | Path, title: str = "IMDb: reward vs KL") -> Path:
     """``summary`` as returned by ``imdb_fitness.summarise``: {loss: {"points": {beta: (reward, kl)}, ...}}."""
@@ -27,8 +29,4 @@ def plot_frontier(summary: dict[str, dict], out: str | Path, title: str = "IMDb:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure  # the object API: no pyplot global state, 
 
 from podisco.losses.analysis import DEFAULT_RHO_RANGE, analyze, curve
 from podisco.losses.registry import get_spec
+from podisco.reporting.figures import save_figure
 
 
 def plot_losses(
@@ -54,8 +55,4 @@ def plot_losses(
             ax.grid(alpha=0.3)
         ax_grad.axhline(0.0, color="0.7", linewidth=0.8)
         ax_loss.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out)

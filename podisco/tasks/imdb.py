@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from podisco.cache import atomic_output, cache_home
 from podisco.tasks.imdb_data import Review, load_reviews
 from podisco.tasks.sentiment import SentimentScorer, build_scorers
 
@@ -68,9 +69,7 @@ class PreparedTask:
 
 
 def cache_root() -> Path:
-    import os
-
-    return Path(os.environ.get("PODISCO_CACHE", Path.home() / ".cache" / "podisco")) / "imdb"
+    return cache_home() / "imdb"
 
 
 def preset_key(preset: ImdbPreset) -> str:
@@ -244,9 +243,8 @@ def prepare(preset_name: str = "default", cache_dir: str | Path | None = None, l
             "test_prompts": test_prompts,
         }
         facts_path.write_text(json.dumps(facts, indent=1))
-        tmp = pairs_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-        tmp.replace(pairs_path)  # written last: its presence means the preparation finished
+        with atomic_output(pairs_path) as tmp:  # written last: its presence means the preparation finished
+            tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     facts = json.loads(facts_path.read_text())
     pairs = [json.loads(line) for line in pairs_path.read_text().splitlines()]
     return PreparedTask(preset, directory, tok_dir, sft_dir, gold, evaluation, pairs, facts.pop("test_prompts"), facts)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from podisco.cache import atomic_output
 from podisco.tasks.imdb import PreparedTask, preset_key
 from podisco.tasks.imdb_eval import ImdbResult, ImdbTrainSettings, train_and_evaluate
 
@@ -51,10 +52,8 @@ def run_cached(
     if path.exists():
         return ImdbResult(**json.loads(path.read_text()))
     result = train_and_evaluate(task, settings, runs_dir / f"train-{key}", eval_seeds)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(result)))
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(asdict(result)))
     return result
 
 

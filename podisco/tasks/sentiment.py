@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from podisco.cache import atomic_output
 from podisco.tasks.imdb_data import Review
 
 
@@ -91,11 +92,8 @@ def fit_cached(reviews: Sequence[Review], settings: ScorerSettings, cache_dir: s
         with open(path, "rb") as fh:
             return SentimentScorer(settings, pickle.load(fh))
     scorer = SentimentScorer.fit(reviews, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         pickle.dump(scorer.pipeline, fh)
-    tmp.replace(path)
     return scorer
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from podisco.cache import atomic_output, cache_home
 from podisco.data import PreferenceExample, collate_preference
 from podisco.training.logprobs import CompletionScorer, sequence_logps
 
@@ -23,7 +23,7 @@ CACHE_VERSION = "1"  # bump when the way log-probs are computed changes
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("PODISCO_CACHE", Path.home() / ".cache" / "podisco")) / "reference"
+    return cache_home() / "reference"
 
 
 def _hash_weights(h: hashlib._Hash, model: torch.nn.Module) -> None:
@@ -101,8 +101,6 @@ def cached_reference_logps(
         if cached.shape == (len(examples), 2):
             return cached, True
     logps = compute_reference_logps(model, examples, pad_id, layout, batch_size)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(logps, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written cache entry
+    with atomic_output(path) as tmp:
+        torch.save(logps, tmp)
     return logps, False
