@@ -166,11 +166,16 @@ def _maybe_lora(model, config):
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from podisco.data import load_rows, tokenize_pairs, validate_rows
+    from podisco.discovery.export import is_loss_file, load_loss_file
     from podisco.models import load_model, load_tokenizer
     from podisco.training.preference import parse_loss, train_preference
 
     config = _train_config(args, extra)
-    parse_loss(config.loss.name)  # a misspelled loss fails before anything is loaded
+    loss_fn = None
+    if is_loss_file(config.loss.name):  # an exported discovery: path.py:NAME
+        config.loss.name, loss_fn = load_loss_file(config.loss.name)
+    else:
+        parse_loss(config.loss.name)  # a misspelled loss fails before anything is loaded
     tokenizer = load_tokenizer(config.model)
     rows, checked = validate_rows(
         load_rows(config.data.path, config.data.split), config.data.path, config.data.on_error
@@ -178,7 +183,9 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
     examples, tokenized = tokenize_pairs(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
     print(checked.merge(tokenized))
     model = _maybe_lora(load_model(config.model), config)
-    result = train_preference(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
+    result = train_preference(
+        config, model, examples, tokenizer.pad_token_id, tokenizer, loss=loss_fn, resume_from=args.resume
+    )
     print(
         f"trained {result.steps} steps; model in {result.output_dir / 'final'}; metrics in "
         f"{result.output_dir / 'metrics.jsonl'}"
@@ -232,11 +239,24 @@ def cmd_task_imdb_prepare(args: argparse.Namespace) -> int:
 def cmd_task_imdb(args: argparse.Namespace) -> int:
     from podisco.tasks.imdb import prepare
     from podisco.tasks.imdb_eval import ImdbTrainSettings, train_and_evaluate
+    from podisco.tasks.imdb_fitness import DEFAULT_KL_PENALTY, paired_fitness
 
     get_spec(args.loss)
     task = prepare(args.preset, args.cache_dir)
     settings = ImdbTrainSettings(loss=args.loss, beta=args.beta, steps=args.steps, lr=args.lr)
     seeds = tuple(int(x) for x in args.seeds.split(","))
+    if args.against:
+        get_spec(args.against)
+        paired = paired_fitness(task, args.loss, args.beta, args.out, args.against, seeds, settings)
+        print(
+            f"{args.loss} - {args.against} at beta={args.beta:g} over {len(seeds)} paired seeds:\n"
+            f"  reward       {paired.difference:+.4f} +- {paired.stderr:.4f} (SE)  "
+            f"[{paired.candidate_reward:.4f} vs {paired.reference_reward:.4f}]\n"
+            f"  reward - {DEFAULT_KL_PENALTY:g} KL  {paired.penalised_difference:+.4f}"
+            f" +- {paired.penalised_stderr:.4f} (SE)  "
+            f"[KL {paired.candidate_kl:.4f} vs {paired.reference_kl:.4f}]"
+        )
+        return 0
     result = train_and_evaluate(task, settings, Path(args.out) / f"{args.loss}-{args.beta:g}", seeds)
     print(
         f"{result.task} {result.loss} beta={result.beta:g}: reward {result.reward:.4f} +- {result.reward_std:.4f}, "
@@ -246,19 +266,26 @@ def cmd_task_imdb(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from podisco.discovery.export import is_loss_file, load_loss_file
     from podisco.reporting.frontier_plot import plot_frontier
     from podisco.tasks.imdb import prepare
     from podisco.tasks.imdb_eval import ImdbTrainSettings
-    from podisco.tasks.imdb_fitness import summarise, sweep
+    from podisco.tasks.imdb_fitness import DEFAULT_KL_PENALTY, summarise, sweep
 
-    losses = [get_spec(name).name for name in args.losses.split(",")]
+    losses, loss_fns = [], {}
+    for name in args.losses.split(","):
+        if is_loss_file(name):  # an exported discovery, labelled with its code hash
+            label, loss_fns[label] = load_loss_file(name)
+            losses.append(label)
+        else:
+            losses.append(get_spec(name).name)
     betas = [float(b) for b in args.betas.split(",")]
     if any(b <= 0 for b in betas):
         print(f"podisco: error: betas must be positive, got {betas}", file=sys.stderr)
         return 2
     task = prepare(args.preset, args.cache_dir)
     base = ImdbTrainSettings(steps=args.steps, lr=args.lr)
-    rows = sweep(task, losses, betas, tuple(range(args.seeds)), args.out, base)
+    rows = sweep(task, losses, betas, tuple(range(args.seeds)), args.out, base, loss_fns=loss_fns)
     summary = summarise(rows)
     figure = plot_frontier(summary, Path(args.out) / "frontier.png", f"IMDb ({args.preset}): reward vs KL")
     table = [
@@ -269,7 +296,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         for loss, info in sorted(summary.items(), key=lambda item: -item[1]["frontier"])
     ]
-    print(_table(table, ("loss", "frontier (reward - KL)", "reward/KL per beta")))
+    print(_table(table, ("loss", f"frontier (reward - {DEFAULT_KL_PENALTY:g} KL)", "reward/KL per beta")))
     print(f"wrote {Path(args.out) / 'sweep.csv'} and {figure}")
     return 0
 
@@ -332,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--steps", type=int, default=0, help="0: one epoch over the pairs")
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--seeds", default="0,1,2", help="evaluation sampling seeds")
+    p.add_argument("--seeds", default="0,1,2", help="evaluation sampling seeds (training seeds too with --against)")
+    p.add_argument("--against", help="paired comparison with this loss: same training and sampling seed per run")
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/imdb")
@@ -349,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/sweep")
     p.set_defaults(func=cmd_sweep)
+
+    from podisco.cli_discovery import add_commands
+
+    add_commands(commands)
 
     for name, func, text in (
         ("train", cmd_train, "preference-train a causal LM with any registered loss"),

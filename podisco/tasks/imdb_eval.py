@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from podisco.losses.registry import LossFn
 from podisco.tasks.imdb import NAME, VERSION, PreparedTask, sample_completions
 from podisco.tasks.sentiment import agreement
 
@@ -85,9 +86,18 @@ def evaluate_policy(task: PreparedTask, policy, reference, seeds: tuple[int, ...
 
 
 def train_and_evaluate(
-    task: PreparedTask, settings: ImdbTrainSettings, out: str | Path, eval_seeds: tuple[int, ...] = (0, 1, 2)
+    task: PreparedTask,
+    settings: ImdbTrainSettings,
+    out: str | Path,
+    eval_seeds: tuple[int, ...] = (0, 1, 2),
+    loss_fn: LossFn | None = None,
+    reference_cache_dir: str | Path | None = None,
 ) -> ImdbResult:
-    """Train the SFT model with ``settings.loss`` at ``settings.beta`` on the task's pairs; evaluate it."""
+    """Train the SFT model with ``settings.loss`` at ``settings.beta`` on the task's pairs; evaluate it.
+
+    ``loss_fn`` (a function under the loss contract) replaces the registered loss named by ``settings.loss``,
+    which then only labels the result; ``reference_cache_dir`` moves the reference log-prob cache out of the
+    task folder (a sandboxed worker sees the task folder read-only)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from podisco.data import tokenize_pairs, validate_rows
@@ -104,8 +114,8 @@ def train_and_evaluate(
     config.max_steps = settings.steps
     config.optim.lr = settings.lr
     config.precision = "fp32"
-    config.reference_cache_dir = str(task.directory / "reference")
-    train_preference(config, policy, examples, tokenizer.eos_token_id, tokenizer)
+    config.reference_cache_dir = str(reference_cache_dir or task.directory / "reference")
+    train_preference(config, policy, examples, tokenizer.eos_token_id, tokenizer, loss=loss_fn)
     reference = AutoModelForCausalLM.from_pretrained(task.sft_dir)
     rows = evaluate_policy(task, policy, reference, eval_seeds)["per_seed"]
     rewards, kls = [r["reward"] for r in rows], [r["kl"] for r in rows]

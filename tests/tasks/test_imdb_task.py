@@ -62,7 +62,9 @@ def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
     again = imdb_fitness.sweep(tiny, ["sigmoid"], [0.1], (0, 1), tmp_path / "sweep", base, log=lambda m: None)
     assert again == rows
     summary = imdb_fitness.summarise(rows)
-    assert summary["sigmoid"]["frontier"] == pytest.approx(max(r - k for r, k in summary["sigmoid"]["points"].values()))
+    assert summary["sigmoid"]["frontier"] == pytest.approx(
+        max(r - imdb_fitness.DEFAULT_KL_PENALTY * k for r, k in summary["sigmoid"]["points"].values())
+    )
 
     from podisco.reporting.frontier_plot import plot_frontier
 
@@ -74,4 +76,5 @@ def test_frontier_score_prefers_reward_bought_cheaply_in_kl():
 
     cheap = [(0.70, 0.05), (0.75, 0.40)]  # best: 0.70 - 0.05 = 0.65
     costly = [(0.80, 0.30), (0.85, 0.60)]  # best: 0.80 - 0.30 = 0.50
-    assert frontier_score(cheap) == pytest.approx(0.65) and frontier_score(costly) == pytest.approx(0.50)
+    assert frontier_score(cheap, lam=1.0) == pytest.approx(0.65)
+    assert frontier_score(costly, lam=1.0) == pytest.approx(0.50)

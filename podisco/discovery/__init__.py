@@ -1,0 +1,1 @@
+"""LLM-driven objective discovery: proposers, static gate, sandbox, archive, executors, loop."""

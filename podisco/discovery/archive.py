@@ -1,0 +1,306 @@
+"""The archive of a discovery run: SQLite in WAL mode, one row per attempt, plus the proposer's message log.
+
+An attempt is written as ``proposed`` (with its code) before anything runs, and moves once to its final
+status — ``invalid``, ``duplicate``, ``failed`` or ``evaluated`` — in one transaction together with its
+result. A crash at any moment therefore leaves each attempt either finished (kept, never redone) or
+``proposed`` (re-dispatched on resume, with the same code: the proposer is not asked again).
+Re-evaluations with more seeds are appended to their own table; finished rows are not rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("proposed", "invalid", "duplicate", "failed", "evaluated")
+FINAL = frozenset(STATUSES[1:])
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    config TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    task TEXT NOT NULL,
+    task_version TEXT NOT NULL,
+    isolation TEXT NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    generation INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    proposer TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    name TEXT NOT NULL,
+    thought TEXT NOT NULL,
+    code TEXT NOT NULL,
+    code_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    duplicate_of TEXT,
+    fingerprint TEXT,
+    shape TEXT,
+    metrics TEXT,
+    fitness REAL,
+    fitness_stderr REAL,
+    seeds TEXT,
+    timings TEXT,
+    llm_tokens TEXT,
+    task TEXT NOT NULL,
+    task_version TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL,
+    UNIQUE (run_id, generation, slot)
+);
+CREATE TABLE IF NOT EXISTS reevaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+    seeds TEXT NOT NULL,
+    fitness REAL NOT NULL,
+    fitness_stderr REAL,
+    metrics TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+_JSON_FIELDS = ("parents", "fingerprint", "shape", "metrics", "seeds", "timings", "llm_tokens")
+
+
+def code_hash(code: str) -> str:
+    """Hash of the code with trailing whitespace and blank lines ignored (cosmetic edits are the same code)."""
+    lines = [line.rstrip() for line in code.strip().splitlines() if line.strip()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Attempt:
+    id: int
+    run_id: str
+    generation: int
+    slot: int
+    proposer: str
+    parents: list[int]
+    name: str
+    thought: str
+    code: str
+    code_hash: str
+    status: str
+    task: str
+    task_version: str
+    config_hash: str
+    created: float
+    error: str | None = None
+    duplicate_of: str | None = None
+    fingerprint: list[float] | None = None
+    shape: dict | None = None
+    metrics: dict = field(default_factory=dict)
+    fitness: float | None = None
+    fitness_stderr: float | None = None
+    seeds: list[int] | None = None
+    timings: dict | None = None
+    llm_tokens: dict | None = None
+    finished: float | None = None
+
+
+class Archive:
+    """One SQLite file; safe to read from other processes (the report, ``podisco serve``) while a run writes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a finished evaluation survives a power cut, not just a kill
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # runs
+    def create_run(self, run_id: str, config: dict, task: str, task_version: str, isolation: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO runs (run_id, created, config, config_hash, task, task_version, isolation)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    time.time(),
+                    json.dumps(config, default=str),
+                    config_hash(config),
+                    task,
+                    task_version,
+                    isolation,
+                ),
+            )
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        run = dict(row)
+        run["config"] = json.loads(run["config"])
+        return run
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT r.run_id, r.created, r.task, r.task_version, r.isolation, r.finished,"
+            " COUNT(a.id) AS attempts, MAX(a.fitness) AS best_fitness"
+            " FROM runs r LEFT JOIN attempts a ON a.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def finish_run(self, run_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (time.time(), run_id))
+
+    # attempts
+    def add_proposed(
+        self,
+        run_id: str,
+        generation: int,
+        slot: int,
+        proposer: str,
+        name: str,
+        thought: str,
+        code: str,
+        parents: Sequence[int] = (),
+        llm_tokens: dict | None = None,
+    ) -> int:
+        run = self.run(run_id)
+        if run is None:
+            raise KeyError(f"no run {run_id!r} in {self.path}")
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO attempts (run_id, generation, slot, proposer, parents, name, thought, code, code_hash,"
+                " status, llm_tokens, task, task_version, config_hash, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'proposed', ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    generation,
+                    slot,
+                    proposer,
+                    json.dumps(list(parents)),
+                    name,
+                    thought,
+                    code,
+                    code_hash(code),
+                    json.dumps(llm_tokens) if llm_tokens else None,
+                    run["task"],
+                    run["task_version"],
+                    run["config_hash"],
+                    time.time(),
+                ),
+            )
+            return int(cursor.lastrowid)
+
+    def finish(self, attempt_id: int, status: str, **result: Any) -> None:
+        """Move a ``proposed`` attempt to its final status with its result; a finished attempt is never rewritten."""
+        if status not in FINAL:
+            raise ValueError(f"final status must be one of {sorted(FINAL)}, got {status!r}")
+        allowed = {"error", "duplicate_of", "fitness", "fitness_stderr", *_JSON_FIELDS}
+        unknown = set(result) - allowed
+        if unknown:
+            raise ValueError(f"unknown attempt fields {sorted(unknown)}")
+        values = {k: json.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in result.items()}
+        columns = ", ".join(f"{k} = ?" for k in values)
+        with self._transaction() as db:
+            changed = db.execute(
+                f"UPDATE attempts SET status = ?, finished = ?{', ' if columns else ''}{columns}"
+                " WHERE id = ? AND status = 'proposed'",
+                (status, time.time(), *values.values(), attempt_id),
+            ).rowcount
+        if changed != 1:
+            raise RuntimeError(f"attempt {attempt_id} is not a proposed attempt; finished results are not rewritten")
+
+    def attempts(self, run_id: str, status: str | None = None) -> list[Attempt]:
+        query, args = "SELECT * FROM attempts WHERE run_id = ?", [run_id]
+        if status is not None:
+            query, args = query + " AND status = ?", [*args, status]
+        return [_attempt(row) for row in self._db.execute(query + " ORDER BY generation, slot", args)]
+
+    def attempt(self, attempt_id: int) -> Attempt:
+        row = self._db.execute("SELECT * FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no attempt {attempt_id}")
+        return _attempt(row)
+
+    def best(self, run_id: str, k: int = 1) -> list[Attempt]:
+        rows = self._db.execute(
+            "SELECT * FROM attempts WHERE run_id = ? AND status = 'evaluated' AND fitness IS NOT NULL"
+            " ORDER BY fitness DESC, id LIMIT ?",
+            (run_id, k),
+        )
+        return [_attempt(row) for row in rows]
+
+    # re-evaluations
+    def add_reevaluation(
+        self, attempt_id: int, seeds: Sequence[int], fitness: float, stderr: float | None, metrics: dict
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO reevaluations (attempt_id, seeds, fitness, fitness_stderr, metrics, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (attempt_id, json.dumps(list(seeds)), fitness, stderr, json.dumps(metrics), time.time()),
+            )
+
+    def reevaluations(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT e.*, a.name FROM reevaluations e JOIN attempts a ON a.id = e.attempt_id"
+            " WHERE a.run_id = ? ORDER BY e.fitness DESC",
+            (run_id,),
+        )
+        return [{**dict(r), "seeds": json.loads(r["seeds"]), "metrics": json.loads(r["metrics"])} for r in rows]
+
+    # the proposer's conversation
+    def add_message(self, run_id: str, generation: int, role: str, content: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO messages (run_id, generation, role, content, created) VALUES (?, ?, ?, ?, ?)",
+                (run_id, generation, role, content, time.time()),
+            )
+
+    def messages(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM messages WHERE run_id = ? ORDER BY id", (run_id,))
+        return [dict(r) for r in rows]
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    values = dict(row)
+    for key in _JSON_FIELDS:
+        if values[key] is not None:
+            values[key] = json.loads(values[key])
+    values["metrics"] = values["metrics"] or {}
+    return Attempt(**values)

@@ -1,0 +1,89 @@
+"""Turn candidate source into a loss under the project's contract. Imported only by the sandboxed worker.
+
+The code has passed the static gate (``gate.check_code``) before it gets here; it is executed with only
+``torch``, ``F`` and ``math`` in scope and a short list of builtins, in a process that runs nothing else.
+Two forms are accepted for a preference loss (design.md, "The loss contract"):
+
+- the paper's method form ``def f(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+  reference_rejected_logps)`` reading ``self.beta``;
+- the library form ``def f(policy_chosen_logps, ..., reference_rejected_logps, beta)``.
+
+A classification loss is ``def f(logits, targets)``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import math
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from podisco.discovery.gate import ALLOWED_BUILTINS, check_code
+
+
+class CandidateError(ValueError):
+    """The candidate cannot be turned into a loss; the message is fed back to the proposer."""
+
+
+def load_function(code: str) -> Callable:
+    """The single function defined by ``code`` (re-checked by the gate: the worker trusts no caller)."""
+    name = check_code(code)
+    allowed = {k: getattr(builtins, k) for k in ALLOWED_BUILTINS if hasattr(builtins, k)}
+    namespace: dict = {"__builtins__": allowed, "torch": torch, "F": F, "math": math}
+    # Imports inside the code need __import__; give one that can only return the three vetted modules.
+    modules = {"torch": torch, "torch.nn.functional": F, "math": math, "torch.nn": torch.nn}
+
+    def vetted_import(module: str, globals=None, locals=None, fromlist=(), level=0):
+        if module not in modules or level != 0:
+            raise ImportError(f"import of {module!r} is not allowed")
+        return modules[module] if fromlist else modules[module.split(".")[0]]
+
+    allowed["__import__"] = vetted_import
+    try:
+        exec(compile(code, "<candidate>", "exec"), namespace)
+    except Exception as error:
+        raise CandidateError(f"defining the function failed: {type(error).__name__}: {error}") from error
+    return namespace[name]
+
+
+def preference_loss(code: str) -> Callable[..., torch.Tensor]:
+    """The candidate as ``loss(pc, pr, rc, rr, *, beta, **extra) -> (B,)``."""
+    fn = load_function(code)
+    params = list(inspect.signature(fn).parameters)
+    if params and params[0] == "self":
+        if len(params) != 5:
+            raise CandidateError(
+                "the method must take (self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
+                f"reference_rejected_logps); it takes ({', '.join(params)})"
+            )
+
+        def method_form(pc, pr, rc, rr, *, beta: float, **extra):
+            return fn(SimpleNamespace(beta=beta), pc, pr, rc, rr)
+
+        wrapped = method_form
+    elif len(params) == 5 and params[4] == "beta":
+
+        def library_form(pc, pr, rc, rr, *, beta: float, **extra):
+            return fn(pc, pr, rc, rr, beta=beta)
+
+        wrapped = library_form
+    else:
+        raise CandidateError(
+            "a preference loss takes (self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
+            f"reference_rejected_logps) and reads self.beta; this one takes ({', '.join(params)})"
+        )
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def classification_loss(code: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The candidate as ``loss(logits (B, C), targets (B,)) -> (B,)``."""
+    fn = load_function(code)
+    params = list(inspect.signature(fn).parameters)
+    if len(params) != 2:
+        raise CandidateError(f"a classification loss takes (logits, targets); this one takes ({', '.join(params)})")
+    return fn
