@@ -243,7 +243,8 @@ def cmd_task_imdb(args: argparse.Namespace) -> int:
 
     get_spec(args.loss)
     task = prepare(args.preset, args.cache_dir)
-    settings = ImdbTrainSettings(loss=args.loss, beta=args.beta, steps=args.steps, lr=args.lr)
+    settings = ImdbTrainSettings(loss=args.loss, beta=args.beta, steps=args.steps)
+    settings.lr = args.lr or settings.lr
     seeds = tuple(int(x) for x in args.seeds.split(","))
     if args.against:
         get_spec(args.against)
@@ -284,7 +285,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"podisco: error: betas must be positive, got {betas}", file=sys.stderr)
         return 2
     task = prepare(args.preset, args.cache_dir)
-    base = ImdbTrainSettings(steps=args.steps, lr=args.lr)
+    base = ImdbTrainSettings(steps=args.steps)
+    base.lr = args.lr or base.lr
     rows = sweep(task, losses, betas, tuple(range(args.seeds)), args.out, base, loss_fns=loss_fns)
     summary = summarise(rows)
     figure = plot_frontier(summary, Path(args.out) / "frontier.png", f"IMDb ({args.preset}): reward vs KL")
@@ -358,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="sigmoid")
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--steps", type=int, default=0, help="0: one epoch over the pairs")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, help="default: the task's (ImdbTrainSettings.lr)")
     p.add_argument("--seeds", default="0,1,2", help="evaluation sampling seeds (training seeds too with --against)")
     p.add_argument("--against", help="paired comparison with this loss: same training and sampling seed per run")
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
@@ -373,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", default="0.025,0.05,0.1,0.25")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--steps", type=int, default=0, help="optimizer steps per run; 0: one epoch")
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, help="default: the task's (ImdbTrainSettings.lr)")
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/sweep")
     p.set_defaults(func=cmd_sweep)

@@ -140,6 +140,9 @@ class EvolveProposer:
             return proposal
         return Proposal(error=f"evolve found no new code in {_TRIES} tries")
 
+    def feedback(self, context: Context, attempts) -> None:
+        pass  # the archive is the only memory evolve needs
+
     def _one(
         self, evaluated: list[Attempt], rng: random.Random, classification: bool, context: Context
     ) -> Proposal | None:

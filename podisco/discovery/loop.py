@@ -10,6 +10,7 @@ candidates are re-evaluated with more seeds.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ class DiscoveryConfig:
     reevaluate_top: int = 3
     reevaluate_seeds: tuple[int, ...] = DEFAULT_PAIRED_SEEDS
     steps: int = 0  # IMDb optimizer steps; 0: one epoch
-    lr: float = 5e-4
+    lr: float = 2.5e-4  # ImdbTrainSettings.lr
     epochs: int = 8  # digits
     duplicate_distance: float = 0.05
     executor: str = "local"  # local | ray
@@ -92,8 +93,9 @@ def make_proposer(config: DiscoveryConfig):
 
     kind = config.proposer
     settings = settings_from_env(config.llm_model or None, config.llm_base_url or None)
-    if kind == "auto":
-        kind = "llm" if llm_configured(settings) and (config.llm_model or config.llm_base_url) else "evolve"
+    if kind == "auto":  # an LLM only when one was named: a stray OPENAI_API_KEY must not start spending
+        named = config.llm_model or config.llm_base_url or os.environ.get("PODISCO_LLM_MODEL")
+        kind = "llm" if named and llm_configured(settings) else "evolve"
     if kind == "llm":
         return LLMProposer(ChatClient(settings), config.prompt_mode)
     if kind == "replay":

@@ -25,7 +25,10 @@ class ImdbTrainSettings:
     beta: float = 0.05
     steps: int = 0  # 0: one epoch over the pairs
     batch_size: int = 16
-    lr: float = 5e-4  # measured on the default preset (one epoch of 1,024 pairs); the paper: 5e-5, 3 epochs of 20k
+    # Measured on the default preset (one epoch of 1,024 pairs, 10 paired seeds, hinge vs DPO at beta 0.05):
+    # 5e-4 gave DPO +0.10 reward over SFT but a paired standard error of 0.013; 2.5e-4 gives +0.067 (6 seed
+    # standard deviations) with a paired standard error of 0.004. The paper: 5e-5, 3 epochs of 20k pairs.
+    lr: float = 2.5e-4
     seed: int = 0
 
 

@@ -1,0 +1,53 @@
+import random
+
+import pytest
+
+from podisco.discovery import evolve
+from podisco.discovery.archive import Archive
+from podisco.discovery.gate import check_code
+from podisco.discovery.prompts import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
+from podisco.discovery.proposers import Context
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_operator_yields_code_that_passes_the_gate(seed):
+    rng = random.Random(seed)
+    codes = list(PREFERENCE_SEEDS.values())
+    for code in codes:
+        for op in (evolve.perturb, evolve.swap):
+            out = op(code, rng, "child")
+            if out is not None:
+                assert check_code(out) == "child"
+    a, b = rng.sample(codes, 2)
+    assert check_code(evolve.gate(a, b, rng, "mix", classification=False)) == "mix"
+    assert check_code(evolve.blend(a, b, rng, "mix", classification=False)) == "mix"
+    x, y = rng.sample(list(CLASSIFICATION_SEEDS.values()), 2)
+    assert check_code(evolve.blend(x, y, rng, "mix", classification=True)) == "mix"
+
+
+def test_perturb_changes_one_constant_and_swap_one_primitive():
+    rng = random.Random(0)
+    dpo = PREFERENCE_SEEDS["slic"]
+    assert evolve.perturb(dpo, rng, "slic") != dpo.replace("def slic", "def slic")
+    swapped = evolve.swap(PREFERENCE_SEEDS["dpo"], rng, "dpo2")
+    assert "F.logsigmoid" not in swapped
+
+
+def _archive_with_seeds(tmp_path):
+    archive = Archive(tmp_path / "a.sqlite")
+    archive.create_run("r", {}, "imdb", "2-tiny", "process")
+    for slot, (name, code) in enumerate(PREFERENCE_SEEDS.items()):
+        attempt = archive.add_proposed("r", 0, slot, "seed", name, "", code)
+        archive.finish(attempt, "evaluated", fitness=slot / 10)
+    return archive
+
+
+def test_proposals_are_new_gate_clean_and_depend_only_on_the_slot(tmp_path):
+    archive = _archive_with_seeds(tmp_path)
+    proposer = evolve.EvolveProposer(seed=3)
+    context = Context("r", "imdb", 1, 0, 4, archive, "fitness")
+    first, again = proposer.propose(context), proposer.propose(context)
+    assert first.error is None and first.code == again.code  # a resumed run proposes the same
+    assert check_code(first.code) == first.name and first.parents
+    other = proposer.propose(Context("r", "imdb", 1, 1, 4, archive, "fitness"))
+    assert other.code != first.code

@@ -1,0 +1,159 @@
+"""Whole discovery runs: the llm proposer against a loopback fake server, evolve, kill-and-resume, Ray."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from podisco.discovery.archive import Archive
+from podisco.discovery.executors import ExecutionSettings, Job, execute
+from podisco.discovery.llm_client import ChatClient, LLMSettings
+from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.discovery.prompts import CLASSIFICATION_SEEDS
+from podisco.discovery.proposers import LLMProposer
+from podisco.discovery.sandbox import Limits, detect_isolation
+from tests.discovery.fake_llm_server import FakeLLMServer, reply, sleep, status
+
+pytestmark = pytest.mark.slow
+
+METHOD = (
+    "def {name}(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps):\n"
+    "    logits = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)\n"
+    "    return {body}\n"
+)
+
+
+def proposal(name: str, body: str, thought: str = "a test proposal") -> str:
+    return json.dumps({"thought": thought, "name": name, "code": METHOD.format(name=name, body=body)})
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    from podisco.tasks.imdb import prepare
+
+    directory = tmp_path_factory.mktemp("imdb")
+    prepare("tiny", directory, log=lambda message: None)
+    return str(directory)
+
+
+def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path):
+    script = [
+        status(429, headers={"Retry-After": "0"}),
+        reply("```json\n" + proposal("sharp_logistic", "-F.logsigmoid(2 * self.beta * logits)") + "\n```"),
+        status(500),
+        reply('Here is my idea: {"thought": "x", "name": "broken", "code": "def broken(self'),
+        sleep(3.0, then=reply(proposal("late", "torch.relu(-logits)"))),  # past the client's timeout
+        reply(proposal("sneaky", "__import__('os').system('touch /tmp/pwned') * logits")),
+        reply(proposal("dpo_again", "F.softplus(-self.beta * logits)")),
+    ]
+    config = DiscoveryConfig(
+        preset="tiny",
+        cache_dir=tiny_cache,
+        generations=2,
+        population=2,
+        workers=2,
+        threads=1,
+        seeds=(0,),
+        reevaluate_top=1,
+        reevaluate_seeds=(0, 1),
+        wall_s=300,
+        allow_weak_isolation=True,
+    )
+    lines: list[str] = []
+    with FakeLLMServer(script, default=lambda request: reply(proposal("spare", "torch.exp(-logits)"))) as server:
+        client = ChatClient(LLMSettings(base_url=server.base_url, model="fake", timeout_s=1.0, backoff_s=0.01))
+        run_id = run_discovery(config, tmp_path, log=lines.append, proposer=LLMProposer(client))
+        requests = server.requests
+    archive = Archive(tmp_path / "archive.sqlite")
+    attempts = {(a.generation, a.slot): a for a in archive.attempts(run_id)}
+    assert len(attempts) == 4 + 4 and all(a.status != "proposed" for a in attempts.values())
+    assert [attempts[(0, s)].status for s in range(4)] == ["evaluated"] * 4
+    assert attempts[(0, 0)].fitness == pytest.approx(0.0, abs=1e-6)  # DPO against itself, same seed
+    assert attempts[(1, 0)].name == "sharp_logistic" and attempts[(1, 0)].status == "evaluated"
+    assert attempts[(1, 0)].shape["nearest_known"] and attempts[(1, 0)].metrics["dynamics"]["kl"] >= 0
+    assert attempts[(1, 1)].status == "invalid" and "incomplete" in attempts[(1, 1)].error
+    assert attempts[(2, 0)].status == "invalid" and "static gate" in attempts[(2, 0)].error
+    assert attempts[(2, 1)].status == "duplicate" and "dpo" in attempts[(2, 1)].duplicate_of
+    assert attempts[(2, 1)].fitness == attempts[(0, 0)].fitness
+    assert not os.path.exists("/tmp/pwned")
+    # The paper's protocol: one conversation, feedback on each outcome, JSON mode requested.
+    messages = archive.messages(run_id)
+    assert [m["role"] for m in messages[:3]] == ["system", "user", "assistant"]
+    feedback = "\n".join(m["content"] for m in messages if m["role"] == "user")
+    assert "could not be used" in feedback and "fitness" in feedback
+    assert all(r.json["response_format"] == {"type": "json_object"} for r in requests)
+    assert len(archive.reevaluations(run_id)) == 1
+    assert any(line.startswith("best:") for line in lines)
+
+
+def _digits_command(root, run_id, *extra):
+    return [
+        sys.executable, "-m", "podisco.cli", "discover", "--task", "digits", "--proposer", "evolve",
+        "--generations", "2", "--population", "2", "--seeds", "0", "--reevaluate-seeds", "0",
+        "--workers", "2", "--threads", "1", "--root", str(root), "--run", run_id, *extra,
+    ]  # fmt: skip
+
+
+def test_evolve_on_digits_finds_something_as_fit_as_its_seeds(tmp_path):
+    done = subprocess.run(_digits_command(tmp_path, "evo"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    archive = Archive(tmp_path / "archive.sqlite")
+    attempts = archive.attempts("evo")
+    seeds = [a.fitness for a in attempts if a.generation == 0]
+    evolved = [a for a in attempts if a.generation > 0]
+    assert len(evolved) == 4 and all("static gate" not in (a.error or "") for a in evolved)
+    assert max(a.fitness or 0 for a in evolved) >= max(seeds) - 0.02
+    assert "archive:" in done.stdout
+
+
+def test_killed_run_resumes_without_losing_or_repeating_evaluations(tmp_path):
+    rng = random.Random(7)
+    process = subprocess.Popen(_digits_command(tmp_path, "crash"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(rng.uniform(6.0, 14.0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    archive = Archive(tmp_path / "archive.sqlite")
+    before = {a.id: (a.status, a.finished, a.fitness) for a in archive.attempts("crash") if a.status != "proposed"}
+    resumed = subprocess.run(
+        _digits_command(tmp_path, "crash", "--resume"), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = archive.attempts("crash")
+    assert len(after) == len(CLASSIFICATION_SEEDS) + 2 * 2  # as many attempts as an unbroken run
+    assert all(a.status != "proposed" for a in after)
+    assert len({(a.generation, a.slot) for a in after}) == len(after)
+    for a in after:  # everything that had finished before the kill is kept as it was, not redone
+        if a.id in before:
+            assert (a.status, a.finished, a.fitness) == before[a.id]
+    assert archive.run("crash")["finished"] is not None
+
+
+@pytest.mark.parametrize("isolation", sorted({"process", detect_isolation()}))
+def test_a_candidate_that_never_returns_is_killed_and_reported(tmp_path, isolation):
+    code = "def spin(logits, targets):\n    while True:\n        pass\n"
+    job = Job({"task": {"name": "digits"}, "seeds": [0], "code": code, "name": "spin"}, str(tmp_path / "w"))
+    started = time.monotonic()
+    result = execute(job, ExecutionSettings(isolation=isolation, limits=Limits(wall_s=8)))
+    assert result["status"] == "failed" and "wall-clock limit" in result["error"]
+    assert time.monotonic() - started < 30
+
+
+def test_ray_executor_runs_a_job_on_a_local_cluster(tmp_path):
+    ray = pytest.importorskip("ray")
+    from podisco.discovery.executors import RayExecutor
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        executor = RayExecutor("", ExecutionSettings(isolation=detect_isolation()))
+        code = CLASSIFICATION_SEEDS["cross_entropy"]
+        payload = {"task": {"name": "digits", "epochs": 4}, "seeds": [0], "code": code, "name": "ce"}
+        job = Job(payload, str(tmp_path / "job"))
+        result = executor.submit(job).result(timeout=300)
+        assert result["status"] == "evaluated" and result["per_seed"][0]["accuracy"] > 0.8
+    finally:
+        ray.shutdown()
