@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from transformers import AutoModelForCausalLM
 
-from podisco.tasks.imdb import PRESETS, prepare, preset_key
+from podisco.tasks.imdb import PRESETS, VERSION, prepare, preset_key
 from podisco.tasks.imdb_eval import ImdbTrainSettings, evaluate_policy, train_and_evaluate
 
 
@@ -34,7 +34,7 @@ def test_kl_is_zero_against_itself_and_positive_after_dpo(tiny, tmp_path):
     settings = ImdbTrainSettings(loss="sigmoid", beta=0.1, steps=6, batch_size=8, lr=5e-3)
     result = train_and_evaluate(tiny, settings, tmp_path / "dpo", eval_seeds=(0, 1))
     assert result.kl > 1e-3 and 0.0 <= result.reward <= 1.0 and len(result.per_seed) == 2
-    assert result.task == "imdb-v2-tiny"
+    assert result.task == f"imdb-v{VERSION}-tiny"
 
 
 def test_cache_key_changes_with_settings():
