@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.podisco-installed
 OUT ?= runs/losses
 BETA ?= 0.05
+GENERATIONS ?= 2
+POPULATION ?= 4
 
-.PHONY: run test lint format clean
+.PHONY: run losses test lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +18,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The default discovery run: evolve (no LLM needed) on the built-in IMDb task, a small budget.
 run: $(STAMP)
+	$(VENV)/bin/podisco discover --generations $(GENERATIONS) --population $(POPULATION) --reevaluate-seeds 0,1,2,3,4
+
+losses: $(STAMP)
 	$(VENV)/bin/podisco losses analyze --beta $(BETA) --out $(OUT)
 
 test: $(STAMP)

@@ -120,6 +120,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from podisco.reporting.report import write_report
+
+    _open(args.root).close()
+    path = write_report(args.root, args.run, args.output, args.sweep or ())
+    print(f"wrote {path} (self-contained; open it in a browser)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from podisco.reporting.serve import make_server
+
+    server = make_server(args.root, args.run, args.host, args.port, args.allow_remote, sweeps=args.sweep or ())
+    print(f"serving run {args.run} at {server.url}  (Ctrl-C to stop; the token is required on every request)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("discover", help="LLM-driven (or evolutionary) discovery of new losses")
     p.add_argument("--task", default="imdb", choices=["imdb", "digits"])
@@ -157,6 +180,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.set_defaults(func=cmd_runs_show)
+
+    p = commands.add_parser("report", help="one self-contained HTML report of a run")
+    p.add_argument("run")
+    p.add_argument("-o", "--output", default="report.html")
+    p.add_argument("--sweep", action="append", help="a sweep.csv to draw the reward-vs-KL frontier from")
+    p.add_argument("--root", default=DEFAULT_ROOT)
+    p.set_defaults(func=cmd_report)
+
+    p = commands.add_parser("serve", help="the report of a run as a live local page (token-protected)")
+    p.add_argument("run")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--allow-remote", dest="allow_remote", action="store_true", help="allow a non-loopback host")
+    p.add_argument("--sweep", action="append")
+    p.add_argument("--root", default=DEFAULT_ROOT)
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("export", help="write a discovered loss as a Python file for --loss FILE:NAME")
     p.add_argument("run")

@@ -23,7 +23,8 @@ import torch
 from podisco.cache import atomic_output
 from podisco.discovery.fitness import aggregate, seed_fitness
 
-_CURVE_POINTS = 40
+_CURVE_POINTS = 40  # training-curve points kept per seed
+_CURVE_GRID = 121  # loss-curve points kept per candidate
 
 
 def _error_text(error: BaseException) -> str:
@@ -32,9 +33,13 @@ def _error_text(error: BaseException) -> str:
 
 
 def _shape_summary(loss, beta: float) -> dict[str, Any]:
-    from podisco.losses.analysis import analyze, fingerprint, nearest_known
+    """Fingerprint, extrema, nearest known losses, and f / df/drho on a grid: the report draws the curves
+    from the archive, never by running candidate code itself."""
+    from podisco.losses.analysis import DEFAULT_RHO_RANGE, analyze, curve, fingerprint, nearest_known
 
     shape = analyze(loss, beta)
+    rho = np.linspace(*DEFAULT_RHO_RANGE, _CURVE_GRID)
+    values, grads = curve(loss, beta, rho)
     return {
         "fingerprint": fingerprint(loss, beta).tolist(),
         "shape": {
@@ -42,6 +47,7 @@ def _shape_summary(loss, beta: float) -> dict[str, Any]:
             "grad_at_zero": shape.grad_at_zero,
             "convex": shape.convex,
             "nearest_known": nearest_known(loss, beta, k=3),
+            "curve": {"rho": rho.tolist(), "f": values.tolist(), "grad": grads.tolist()},
         },
     }
 

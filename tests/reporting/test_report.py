@@ -1,0 +1,144 @@
+"""The HTML report of a short real run on the tiny task, opened in headless Chromium; the token-protected server."""
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from podisco.discovery.archive import Archive
+from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.discovery.proposers import ReplayProposer
+from podisco.errors import PodiscoError
+from podisco.reporting.report import write_report
+from podisco.reporting.serve import make_server
+
+pytestmark = pytest.mark.slow
+
+HOSTILE_NAME = "<script>document.body.dataset.pwned='name'</script>"
+HOSTILE_THOUGHT = "<img src=x onerror=\"document.body.dataset.pwned='thought'\">"
+HOSTILE_CODE = (
+    "def sneaky(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps):\n"
+    "    # </pre><script>document.body.dataset.pwned='code'</script><img src=x onerror=alert(1)>\n"
+    "    logits = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)\n"
+    "    return -F.logsigmoid(3 * self.beta * logits)\n"
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from podisco.tasks.imdb import prepare
+
+    cache = tmp_path_factory.mktemp("imdb")
+    prepare("tiny", cache, log=lambda message: None)
+    root = tmp_path_factory.mktemp("runs")
+    replay = root / "replay.jsonl"
+    records = [
+        {"name": HOSTILE_NAME, "thought": HOSTILE_THOUGHT, "code": HOSTILE_CODE},
+        {"content": "no JSON here at all <b>bold</b>"},
+    ]
+    replay.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    config = DiscoveryConfig(
+        preset="tiny",
+        cache_dir=str(cache),
+        proposer="replay",
+        replay_file=str(replay),
+        generations=1,
+        population=2,
+        workers=2,
+        threads=1,
+        seeds=(0,),
+        reevaluate_top=0,
+        allow_weak_isolation=True,
+    )
+    run_id = run_discovery(config, root, log=lambda message: None, proposer=ReplayProposer(replay))
+    return root, run_id
+
+
+def test_report_renders_in_chromium_and_shows_hostile_text_as_text(run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    root, run_id = run
+    page = write_report(root, run_id, tmp_path / "report.html")
+    html = page.read_text()
+    assert HOSTILE_NAME not in html and "&lt;script&gt;document.body.dataset.pwned=" in html
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *profile, "--enable-logging=stderr", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "pwned" not in dom.stdout.split("<body")[1].split(">")[0]  # no injected script or handler ran
+    assert dom.stdout.count('class="chart"') >= 3  # fitness, loss curves, training curves
+    attempts = Archive(root / "archive.sqlite").attempts(run_id)
+    assert dom.stdout.count('class="attempt"') == len(attempts)
+    assert '<pre id="js-errors"></pre>' in dom.stdout  # no script error was caught
+    assert "Uncaught" not in dom.stderr
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 50_000  # charts drawn, not a blank page
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_serve_needs_the_token_and_stays_on_loopback(run):
+    root, run_id = run
+    with pytest.raises(PodiscoError, match="--allow-remote"):
+        make_server(root, run_id, host="0.0.0.0")
+    server = make_server(root, run_id, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        assert _get(f"http://127.0.0.1:{port}/")[0] == 403
+        assert _get(f"http://127.0.0.1:{port}/?token=wrong")[0] == 403
+        status, body = _get(server.url)
+        assert status == 200 and "podisco discovery run" in body
+        assert _get(f"http://127.0.0.1:{port}/", {"Authorization": f"Bearer {server.token}"})[0] == 200
+        outside = _non_loopback_address()
+        if outside:
+            with pytest.raises(OSError):
+                socket.create_connection((outside, port), timeout=3)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _non_loopback_address() -> str | None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
