@@ -22,6 +22,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     config = DiscoveryConfig(
         task=args.task,
         preset=args.preset,
+        cache_dir=args.cache_dir or "",
         beta=args.beta,
         proposer=args.proposer,
         prompt_mode=args.prompt_mode,
@@ -147,6 +148,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("discover", help="LLM-driven (or evolutionary) discovery of new losses")
     p.add_argument("--task", default="imdb", choices=["imdb", "digits"])
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
+    p.add_argument("--cache-dir", dest="cache_dir", help="where the prepared IMDb task is cached")
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--proposer", default="auto", choices=["auto", "llm", "evolve", "replay"])
     p.add_argument("--prompt-mode", dest="prompt_mode", default="paper", choices=["paper", "archive"])

@@ -191,6 +191,8 @@ def check_code(code: str, max_chars: int = MAX_CODE_CHARS) -> str:
         elif isinstance(node, ast.FunctionDef) and node is not fn and node.decorator_list:
             raise _reject(node, "decorators are not allowed")
         elif isinstance(node, ast.Attribute):
+            if isinstance(node.ctx, (ast.Store, ast.Del)):  # no patching of torch, F, math or self
+                raise _reject(node, f"assigning to an attribute ({node.attr!r}) is not allowed")
             if _check_attribute(node):
                 vetted.update(id(n) for n in ast.walk(node))
         elif isinstance(node, ast.Name):

@@ -316,10 +316,10 @@ def _known_fingerprints(state: RunState) -> dict[str, list[float]]:
 
 
 def _stage_threshold(state: RunState) -> float | None:
+    """Stage 1 promotes a candidate within ``promote_margin`` of the best fully evaluated attempt."""
     full = [
         a
         for a in state.archive.attempts(state.run_id, "evaluated")
-        if a.generation > 0 or a.proposer == "seed"
         if a.fitness is not None and len(a.seeds or []) >= len(state.config.seeds)
     ]
     if not full or state.config.stage1_seeds >= len(state.config.seeds):

@@ -260,7 +260,15 @@ def _save_pretrained(accelerator: Accelerator, scorer, tokenizer, path: Path) ->
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    return Accelerator(mixed_precision=mixed_precision(config.precision))
+    """An Accelerator for ``config.precision``. Accelerate keeps one process-wide state whose precision cannot
+    change; a single process that trains again with another precision (a sweep, a notebook) gets a fresh one."""
+    from accelerate.state import AcceleratorState
+
+    wanted = mixed_precision(config.precision)
+    state = AcceleratorState._shared_state
+    if state and AcceleratorState().num_processes == 1 and str(AcceleratorState().mixed_precision) != wanted:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=wanted)
 
 
 def _save(accelerator: Accelerator, scorer, path: Path, step: int, micro_done: int, tokenizer) -> None:

@@ -68,6 +68,8 @@ REJECTED = [
     (body("torch = 1", "return torch"), "assigning to 'torch'"),
     (body("return os.system('ls')"), "unknown name 'os'"),
     (body("return policy_chosen_logps.data"), ".data is not allowed"),
+    (body("torch.exp = torch.sigmoid", "return 0"), "assigning to an attribute ('exp')"),
+    (body("self.beta = 10", "return 0"), "assigning to an attribute ('beta')"),
     (PREFERENCE_SEEDS["dpo"] + "\n" + PREFERENCE_SEEDS["ipo"], "exactly one top-level function; found 2 (dpo, ipo)"),
     ("x = 1\n" + PREFERENCE_SEEDS["dpo"], "line 1: only imports and one function"),
     ("import torch\n", "found 0"),

@@ -33,7 +33,12 @@ def _config(tmp_path, name="run", **kw) -> TrainConfig:
 
 
 def _params(model) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+    return torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+
+
+# On CPU these comparisons are exact to rounding; CUDA kernels reduce in other orders (checked on an H200).
+EXACT = {} if not torch.cuda.is_available() else {"rtol": 1e-3, "atol": 2e-3}
+ZERO = 0.0 if not torch.cuda.is_available() else pytest.approx(0.0, abs=1e-4)
 
 
 def test_a_step_changes_the_parameters_and_logs_trl_metrics(tmp_path, tokenizer, tiny_model_factory, examples):
@@ -57,7 +62,7 @@ def test_a_step_changes_the_parameters_and_logs_trl_metrics(tmp_path, tokenizer,
         "tokens/s",
     ):
         assert key in lines[0], key
-    assert lines[0]["rewards/margins"] == 0.0  # policy == reference before the first update
+    assert lines[0]["rewards/margins"] == ZERO  # policy == reference before the first update
     assert lines[0]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6)  # -log sigma(0)
     assert (tmp_path / "run" / "final" / "config.json").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
@@ -67,7 +72,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tokenizer, tiny_m
     big, small = tiny_model_factory(), tiny_model_factory()
     train_preference(_config(tmp_path, "big", batch_size=8, grad_accum=1, max_steps=2), big, examples, 0)
     train_preference(_config(tmp_path, "small", batch_size=4, grad_accum=2, max_steps=2), small, examples, 0)
-    torch.testing.assert_close(_params(big), _params(small), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_params(big), _params(small), **(EXACT or {"rtol": 1e-5, "atol": 1e-6}))
 
 
 def test_reference_cache_hits_and_misses(tmp_path, tokenizer, tiny_model_factory, examples):
@@ -94,7 +99,7 @@ def test_resume_reaches_the_same_parameters(tmp_path, tokenizer, tiny_model_fact
     train_preference(
         _config(tmp_path, "b", max_steps=4), resumed, examples, 0, resume_from=tmp_path / "b" / "checkpoint-2"
     )
-    torch.testing.assert_close(_params(resumed), _params(unbroken), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(_params(resumed), _params(unbroken), **(EXACT or {"rtol": 1e-6, "atol": 1e-7}))
 
 
 def test_non_finite_loss_stops_and_names_the_step(tmp_path, tokenizer, tiny_model_factory, examples):
@@ -118,7 +123,7 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path, tokenizer, tin
     plain, checkpointed = tiny_model_factory(), tiny_model_factory()
     train_preference(_config(tmp_path, "plain", max_steps=2), plain, examples, 0)
     train_preference(_config(tmp_path, "ckpt", max_steps=2, gradient_checkpointing=True), checkpointed, examples, 0)
-    torch.testing.assert_close(_params(plain), _params(checkpointed), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_params(plain), _params(checkpointed), **(EXACT or {"rtol": 1e-5, "atol": 1e-6}))
 
 
 def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, tiny_model_factory, examples):
@@ -127,7 +132,7 @@ def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, tiny_
     model = apply_lora(tiny_model_factory(), r=4, alpha=8.0, dropout=0.0)
     base_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
     first = train_preference(_config(tmp_path, "l1", max_steps=3, cache_reference=False), model, examples, 0)
-    assert first.history[0]["rewards/margins"] == 0.0  # a fresh adapter is the identity
+    assert first.history[0]["rewards/margins"] == ZERO  # a fresh adapter is the identity
     for name, param in model.named_parameters():
         if "lora_" not in name:
             assert torch.equal(param, base_before[name]), name  # only the adapter trains
@@ -147,3 +152,12 @@ def test_non_finite_gradient_stops_and_names_the_step(tmp_path, tokenizer, tiny_
         train_preference(
             _config(tmp_path, max_steps=2), tiny_model_factory(), examples, 0, loss=finite_loss_nan_gradient
         )
+
+
+def test_one_process_can_train_again_with_another_precision():
+    from podisco.training.config import TrainConfig
+    from podisco.training.loop import make_accelerator
+
+    assert make_accelerator(TrainConfig(precision="fp32")).mixed_precision == "no"
+    assert make_accelerator(TrainConfig(precision="bf16")).mixed_precision == "bf16"  # raised before
+    assert make_accelerator(TrainConfig(precision="fp32")).mixed_precision == "no"

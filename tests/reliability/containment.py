@@ -1,0 +1,44 @@
+"""Run one hostile candidate the way the discovery loop would: the static gate, then a sandboxed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from podisco.discovery.executors import ExecutionSettings, Job, execute
+from podisco.discovery.gate import GateError, check_code
+from podisco.discovery.sandbox import Limits
+from tests.reliability.hostile import CANARY, code
+
+SECRET = "podisco-parent-secret-7f3a"
+
+
+def contain(name: str, isolation: str, workdir: Path, wall_s: float = 15.0) -> dict:
+    """{"outcome": "rejected" | "contained" | "ESCAPED", "detail": ..., "seconds": ...}."""
+    source = code(name)
+    start = time.monotonic()
+    try:
+        check_code(source)
+    except GateError as error:
+        return {"outcome": "rejected", "detail": f"gate: {error}", "seconds": time.monotonic() - start}
+    canary = Path(CANARY)
+    before = canary.stat().st_mtime_ns if canary.exists() else None
+    os.environ["PODISCO_TEST_SECRET"] = SECRET  # a secret in the parent's environment
+    try:
+        # No seeds: the worker defines the function, runs the battery and the shape analysis, which is where a
+        # candidate's code runs; training would only run it more.
+        job = Job({"task": {"name": "imdb"}, "seeds": [], "code": source, "name": name}, str(workdir))
+        result = execute(job, ExecutionSettings(isolation=isolation, limits=Limits(wall_s=wall_s, memory_mb=4096)))
+    finally:
+        del os.environ["PODISCO_TEST_SECRET"]
+    after = canary.stat().st_mtime_ns if canary.exists() else None
+    leaked = SECRET in json.dumps(result) or SECRET in _read(workdir / ".stdout") + _read(workdir / ".stderr")
+    escaped = after != before or leaked or result.get("status") == "evaluated"
+    detail = f"{result.get('status')}: {(result.get('error') or '').strip().splitlines()[0][:160]}"
+    return {"outcome": "ESCAPED" if escaped else "contained", "detail": detail, "seconds": time.monotonic() - start}
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
