@@ -63,7 +63,7 @@ def test_a_step_changes_the_parameters_and_logs_trl_metrics(tmp_path, tokenizer,
     ):
         assert key in lines[0], key
     assert lines[0]["rewards/margins"] == ZERO  # policy == reference before the first update
-    assert lines[0]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6)  # -log sigma(0)
+    assert lines[0]["loss"] == pytest.approx(0.6931471805599453, abs=1e-6 if not EXACT else 1e-4)  # -log sigma(0)
     assert (tmp_path / "run" / "final" / "config.json").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
 
@@ -135,7 +135,7 @@ def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, tiny_
     assert first.history[0]["rewards/margins"] == ZERO  # a fresh adapter is the identity
     for name, param in model.named_parameters():
         if "lora_" not in name:
-            assert torch.equal(param, base_before[name]), name  # only the adapter trains
+            assert torch.equal(param.cpu(), base_before[name].cpu()), name  # only the adapter trains
     # Train on: the reference must be the base model (adapter disabled), not the adapted policy, so the
     # margins at the first step of the second run are no longer 0.
     second = train_preference(_config(tmp_path, "l2", max_steps=1, cache_reference=False), model, examples, 0)
