@@ -368,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/imdb")
     p.set_defaults(func=cmd_task_imdb)
 
+    from podisco.cli_judged import add_commands as add_judged_tasks
+
+    add_judged_tasks(task_sub)
+
     p = commands.add_parser("sweep", help="train every (loss, beta, seed) on a task; CSV and reward-vs-KL frontier")
     p.add_argument("--task", default="imdb", choices=["imdb"])
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])

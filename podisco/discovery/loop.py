@@ -88,8 +88,8 @@ def new_run_id() -> str:
 
 def make_proposer(config: DiscoveryConfig):
     from podisco.discovery.evolve import EvolveProposer
-    from podisco.discovery.llm_client import ChatClient, llm_configured, settings_from_env
     from podisco.discovery.proposers import LLMProposer, ReplayProposer
+    from podisco.llm_client import ChatClient, llm_configured, settings_from_env
 
     kind = config.proposer
     settings = settings_from_env(config.llm_model or None, config.llm_base_url or None)
@@ -263,7 +263,9 @@ def _generation(state: RunState, executor, proposer, generation: int, log) -> bo
             log(f"proposer: {error}")
             exhausted = True
             break
-        _admit(state, generation, slot, proposer.kind, proposal)
+        attempt = state.archive.attempt(_admit(state, generation, slot, proposer.kind, proposal))
+        if attempt.status != "proposed":  # settled without a worker: say so as the dispatched ones do
+            _log_attempt(state, attempt, log)
     _dispatch(state, executor, generation, log)
     attempts = [a for a in archive.attempts(run) if a.generation == generation]
     proposer.feedback(
@@ -272,7 +274,7 @@ def _generation(state: RunState, executor, proposer, generation: int, log) -> bo
     return not exhausted
 
 
-def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Proposal) -> None:
+def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Proposal) -> int:
     """Record a proposal; settle at once what needs no worker: unusable replies, gate rejections, same code."""
     archive, run = state.archive, state.run_id
     name, thought, code, error = proposal.name, proposal.thought, proposal.code, proposal.error
@@ -297,10 +299,15 @@ def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Pro
     if error is not None:
         status = "failed" if proposal.error else "invalid"
         archive.finish(attempt_id, status, error=error)
-        return
+        return attempt_id
     same = [a for a in archive.attempts(run) if a.code_hash == code_hash(code) and a.id != attempt_id]
     settled = [a for a in same if a.status in ("evaluated", "duplicate")]
-    if settled:
+    rejected = [a for a in same if a.status == "invalid"]
+    if rejected and not settled:  # the same code fails the same way: no worker needed to say so again
+        first = rejected[0]
+        reason = f"the same code as attempt {first.id} ({first.name}): {first.error}"
+        archive.finish(attempt_id, "invalid", error=reason)
+    elif settled:
         archive.finish(
             attempt_id,
             "duplicate",
@@ -308,6 +315,7 @@ def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Pro
             fitness=settled[0].fitness,
             error="the same code as an earlier attempt",
         )
+    return attempt_id
 
 
 def _known_fingerprints(state: RunState) -> dict[str, list[float]]:

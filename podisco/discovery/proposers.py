@@ -19,7 +19,7 @@ from pathlib import Path
 
 from podisco.discovery import prompts
 from podisco.discovery.archive import Archive, Attempt
-from podisco.discovery.llm_client import ChatClient, LLMError
+from podisco.llm_client import ChatClient, LLMError
 
 
 @dataclass

@@ -10,11 +10,11 @@ import pytest
 
 from podisco.discovery.archive import Archive
 from podisco.discovery.executors import ExecutionSettings, Job, execute
-from podisco.discovery.llm_client import ChatClient, LLMSettings
 from podisco.discovery.loop import DiscoveryConfig, run_discovery
 from podisco.discovery.prompts import CLASSIFICATION_SEEDS
 from podisco.discovery.proposers import LLMProposer
 from podisco.discovery.sandbox import Limits, detect_isolation
+from podisco.llm_client import ChatClient, LLMSettings
 from tests.discovery.fake_llm_server import FakeLLMServer, reply, sleep, status
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from podisco.discovery.llm_client import ChatClient, LLMError, LLMSettings, llm_configured, settings_from_env
+from podisco.llm_client import ChatClient, LLMError, LLMSettings, llm_configured, settings_from_env
 from tests.discovery.fake_llm_server import FakeLLMServer, drop, empty_choices, raw, reply, sleep, status
 
 KEY_ENV = "PODISCO_TEST_LLM_KEY"

@@ -1,0 +1,101 @@
+"""The TL;DR summarisation task (paper.md §3): preference pairs from ``CarperAI/openai_summarize_comparisons``
+(a fraction of them, as the paper trained on), the post itself in the prompt; evaluation posts with human
+reference summaries; win rates of the model's summaries against the human ones and against the SFT model's.
+
+Local JSONL files of the same shape work offline: pairs with ``prompt``/``chosen``/``rejected``, evaluation
+rows with ``prompt`` (the post) and ``label`` or ``summary`` (the human reference).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from podisco.errors import PodiscoError
+from podisco.tasks.generation import generate
+from podisco.tasks.judge import Judge
+from podisco.tasks.pairwise import judge_pairs, length_controlled_win_rate, win_rate
+
+NAME = "tldr"
+VERSION = "1"
+HUB_PAIRS = "CarperAI/openai_summarize_comparisons"
+HUB_POSTS = "CarperAI/openai_summarize_tldr"
+INSTRUCTION = "Write a TL;DR summary of this Reddit post."
+
+
+def _rows(source: str, split: str) -> list[dict]:
+    path = Path(source)
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        from datasets import load_dataset
+
+        return list(load_dataset(source, split=split))
+    except Exception as error:
+        raise PodiscoError(f"{source!r}: not a local file and not loadable from the hub ({error})") from error
+
+
+def as_prompt(post: str) -> str:
+    """The post really is in the prompt, ending where the summary starts."""
+    post = post.strip()
+    return post if post.rstrip().endswith("TL;DR:") else f"{post}\nTL;DR:"
+
+
+def load_pairs(source: str = HUB_PAIRS, fraction: float = 1.0, seed: int = 0, split: str = "train") -> list[dict]:
+    rows = _rows(source, split)
+    pairs = []
+    for i, row in enumerate(rows):
+        if not all(isinstance(row.get(k), str) and row[k].strip() for k in ("prompt", "chosen", "rejected")):
+            raise PodiscoError(f"{source}: row {i}: needs non-empty text in 'prompt', 'chosen' and 'rejected'")
+        pairs.append(
+            {
+                "prompt": as_prompt(row["prompt"]),
+                "chosen": " " + row["chosen"].strip(),
+                "rejected": " " + row["rejected"].strip(),
+            }
+        )
+    random.Random(seed).shuffle(pairs)
+    return pairs[: max(1, int(len(pairs) * fraction))]
+
+
+def load_posts(source: str = HUB_POSTS, limit: int = 0, split: str = "test") -> list[dict]:
+    rows = _rows(source, split)
+    posts = []
+    for i, row in enumerate(rows):
+        reference = row.get("label") or row.get("summary")
+        if not isinstance(row.get("prompt"), str) or not isinstance(reference, str):
+            raise PodiscoError(f"{source}: row {i}: needs text in 'prompt' and in 'label' (or 'summary')")
+        posts.append({"prompt": as_prompt(row["prompt"]), "reference": reference.strip()})
+    return posts[:limit] if limit else posts
+
+
+@dataclass
+class WinRate:
+    against: str
+    win_rate: float
+    stderr: float
+    length_controlled: float
+    lc_stderr: float
+    judged: int
+
+
+def _rate(judge: Judge, posts: list[dict], mine: list[str], theirs: list[str], against: str, seed: int) -> WinRate:
+    prefs = judge_pairs(judge, [f"{INSTRUCTION}\n\n{p['prompt']}" for p in posts], mine, theirs, seed)
+    rate, se = win_rate(prefs)
+    lc, lc_se = length_controlled_win_rate(prefs, [len(m) for m in mine], [len(t) for t in theirs], seed=seed)
+    return WinRate(against, rate, se, lc, lc_se, sum(p is not None for p in prefs))
+
+
+def evaluate_tldr(
+    model, tokenizer, posts: list[dict], judge: Judge, sft_model=None, max_new_tokens: int = 64, seed: int = 0
+) -> list[WinRate]:
+    """Win rate against the human references, and against the SFT model's summaries when given."""
+    prompts = [p["prompt"] for p in posts]
+    summaries = generate(model, tokenizer, prompts, max_new_tokens, seed)
+    rates = [_rate(judge, posts, summaries, [p["reference"] for p in posts], "human reference", seed)]
+    if sft_model is not None:
+        baseline = generate(sft_model, tokenizer, prompts, max_new_tokens, seed)
+        rates.append(_rate(judge, posts, summaries, baseline, "SFT model", seed))
+    return rates
