@@ -150,11 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--skip-naive", action="store_true", help="only podisco (to rerun it after a change)")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ours_wall, ours_top, info = run_podisco(args.preset, seeds, root / "podisco", replay_file(root))
+        if args.skip_naive:
+            print(f"podisco: {ours_wall:.0f} s, {info['statuses']}, top 3 {ours_top}")
+            return
         naive_wall, naive_top, naive_failures = run_naive(args.preset, seeds, info["references"])
     n = len(STREAM)
     print(f"\n{n} proposals, IMDb preset {args.preset}, seeds {args.seeds}; podisco outcomes: {info['statuses']}")

@@ -323,6 +323,17 @@ def _known_fingerprints(state: RunState) -> dict[str, list[float]]:
     return {f"attempt:{a.id} {a.name}": a.fingerprint for a in evaluated if a.fingerprint}
 
 
+def _registry_measured(state: RunState) -> list[str]:
+    """Registered losses whose fitness this run has: the seeds (dpo -> sigmoid, slic -> hinge, ...)."""
+    from podisco.losses.registry import get_spec
+
+    names = []
+    for a in state.archive.attempts(state.run_id, "evaluated"):
+        if a.proposer == "seed" and state.config.task != "digits":
+            names.append(get_spec(a.name).name)
+    return names
+
+
 def _stage_threshold(state: RunState) -> float | None:
     """Stage 1 promotes a candidate within ``promote_margin`` of the best fully evaluated attempt."""
     full = [
@@ -350,6 +361,7 @@ def _dispatch(state: RunState, executor, generation: int, log) -> None:
             name=a.name,
             code=a.code,
             known=known,
+            registry_measured=_registry_measured(state),
             dedup=not seed_stage,
             reference=state.references,
             stage1_seeds=state.config.stage1_seeds,

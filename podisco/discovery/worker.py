@@ -10,6 +10,7 @@ training stops after the stage-1 seeds when their fitness falls below it (staged
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -64,12 +65,18 @@ def _training_curve(metrics_path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in keep if k in r] for k in keys}
 
 
-def _train_imdb(job: dict, loss_fn, seed: int, workdir: Path) -> dict[str, Any]:
+@functools.cache
+def _prepared(preset: str, cache_dir: str | None):
     from podisco.tasks.imdb import prepare
+
+    return prepare(preset, cache_dir, log=lambda *_: None)  # loads the cached task once per worker
+
+
+def _train_imdb(job: dict, loss_fn, seed: int, workdir: Path) -> dict[str, Any]:
     from podisco.tasks.imdb_eval import ImdbTrainSettings, train_and_evaluate
 
     spec = job["task"]
-    task = prepare(spec["preset"], spec.get("cache_dir") or None, log=lambda *_: None)
+    task = _prepared(spec["preset"], spec.get("cache_dir") or None)
     settings = ImdbTrainSettings(
         loss=job.get("loss") or job["name"],
         beta=job["beta"],
@@ -150,10 +157,13 @@ def run_job(job: dict, workdir: Path) -> dict[str, Any]:
 
 
 def _duplicate_of(result: dict, job: dict, distance) -> tuple[str, float] | None:
-    """The closest archive entry or registered loss within the duplicate distance, if any."""
+    """The closest archive entry, or registered loss whose fitness the run knows, within the duplicate
+    distance. A candidate that behaves like a registered loss nobody measured here is trained: its fitness
+    would otherwise be unknown (measured: torch.exp(-beta * rho) behaves like CELL and scored third of 20)."""
     mine = np.asarray(result["fingerprint"])
     candidates = [(label, distance(mine, np.asarray(fp))) for label, fp in job.get("known", {}).items()]
-    candidates += [(f"registry:{name}", d) for name, d in result["shape"]["nearest_known"]]
+    measured = set(job.get("registry_measured", ()))
+    candidates += [(f"registry:{name}", d) for name, d in result["shape"]["nearest_known"] if name in measured]
     if not candidates:
         return None
     label, best = min(candidates, key=lambda item: item[1])
