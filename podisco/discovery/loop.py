@@ -15,71 +15,20 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from podisco.discovery import fitness as fitness_mod
 from podisco.discovery.archive import Archive, Attempt, code_hash
+from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
 from podisco.discovery.executors import ExecutionSettings, Job, LocalExecutor, RayExecutor, default_workers
 from podisco.discovery.gate import GateError, check_code
 from podisco.discovery.parse import ProposalError, parse_proposal
 from podisco.discovery.prompts import seeds_for
 from podisco.discovery.proposers import Context, Proposal, ReplayExhausted
+from podisco.discovery.results import record, run_fitness
 from podisco.discovery.sandbox import Limits, detect_isolation, require_isolation
 from podisco.errors import PodiscoError
-from podisco.tasks.imdb_fitness import DEFAULT_PAIRED_SEEDS
-
-
-@dataclass
-class DiscoveryConfig:
-    task: str = "imdb"  # "imdb" (preference losses) or "digits" (classification losses)
-    preset: str = "default"  # IMDb size preset
-    cache_dir: str = ""
-    beta: float = 0.05
-    proposer: str = "auto"  # auto (llm when configured, else evolve) | llm | evolve | replay
-    prompt_mode: str = "paper"  # llm: "paper" (the paper's conversation) or "archive"
-    llm_model: str = ""
-    llm_base_url: str = ""
-    replay_file: str = ""
-    generations: int = 3
-    population: int = 4  # proposals per generation, evaluated in parallel
-    workers: int = 0  # 0: the machine's cores / threads
-    threads: int = 2  # torch threads per job
-    seeds: tuple[int, ...] = (0, 1, 2)
-    stage1_seeds: int = 1  # first stage: this many seeds; promoted if within promote_margin of the best
-    promote_margin: float = 0.02
-    reevaluate_top: int = 3
-    reevaluate_seeds: tuple[int, ...] = DEFAULT_PAIRED_SEEDS
-    steps: int = 0  # IMDb optimizer steps; 0: one epoch
-    lr: float = 2.5e-4  # ImdbTrainSettings.lr
-    epochs: int = 8  # digits
-    duplicate_distance: float = 0.05
-    executor: str = "local"  # local | ray
-    ray_address: str = ""
-    isolation: str = "auto"  # auto | bwrap | unshare | process
-    allow_weak_isolation: bool = False
-    wall_s: float = 900.0
-    memory_mb: int = 8192
-    seed: int = 0
-
-    def task_version(self) -> tuple[str, str]:
-        if self.task == "digits":
-            from podisco.tasks.digits import NAME, VERSION
-
-            return NAME, VERSION
-        from podisco.tasks.imdb import NAME, VERSION
-
-        return NAME, f"{VERSION}-{self.preset}"
-
-
-@dataclass
-class RunState:
-    config: DiscoveryConfig
-    run_id: str
-    archive: Archive
-    root: Path
-    task_spec: dict
-    references: dict[str, dict] = field(default_factory=dict)
 
 
 def new_run_id() -> str:
@@ -122,7 +71,7 @@ def run_discovery(
         if stored is None:
             raise PodiscoError(f"no run {run_id!r} to resume in {archive.path}")
         generations = config.generations
-        config = _config_from_dict(stored["config"])
+        config = config_from_dict(stored["config"])
         config.generations = max(config.generations, generations)
     proposer = proposer or make_proposer(config)
     isolation = detect_isolation() if config.isolation == "auto" else config.isolation
@@ -160,11 +109,6 @@ def run_discovery(
     for a in best:
         log(f"best: {a.name} fitness {a.fitness:+.4f} (attempt {a.id}, generation {a.generation})")
     return run_id
-
-
-def _config_from_dict(values: dict) -> DiscoveryConfig:
-    tuples = {k for k, v in asdict(DiscoveryConfig()).items() if isinstance(v, tuple)}
-    return DiscoveryConfig(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
 
 def _task_spec(config: DiscoveryConfig) -> dict:
@@ -371,68 +315,8 @@ def _dispatch(state: RunState, executor, generation: int, log) -> None:
         futures[executor.submit(job)] = a
     for future in as_completed(futures):
         attempt = futures[future]
-        _record(state, attempt, future.result())
+        record(state, attempt, future.result())
         _log_attempt(state, state.archive.attempt(attempt.id), log)
-
-
-def _record(state: RunState, attempt: Attempt, result: dict) -> None:
-    status = result.get("status", "failed")
-    fields = {
-        "error": result.get("error"),
-        "fingerprint": result.get("fingerprint"),
-        "shape": result.get("shape"),
-        "timings": {**result.get("timings", {}), "sandbox": result.get("sandbox")},
-    }
-    if status == "duplicate":
-        fields["duplicate_of"] = result.get("duplicate_of")
-        fields["fitness"] = _fitness_of(state, result.get("duplicate_of") or "")
-        fields["error"] = f"behaves like {result.get('duplicate_of')} (distance {result.get('distance', 0):.3f})"
-    if status in ("evaluated", "failed") and result.get("per_seed"):
-        rows = result["per_seed"]
-        fields["metrics"] = _metrics(state, rows, result)
-        fields["seeds"] = [r["seed"] for r in rows]
-        if status == "evaluated":
-            fields["fitness"], fields["fitness_stderr"] = _fitness(state, rows)
-    if status not in ("invalid", "duplicate", "failed", "evaluated"):
-        status, fields["error"] = "failed", f"the worker reported an unknown status {status!r}"
-    state.archive.finish(attempt.id, status, **fields)
-
-
-def _fitness(state: RunState, rows: list[dict]) -> tuple[float, float | None]:
-    task, references = state.config.task, state.references
-    return fitness_mod.aggregate([fitness_mod.seed_fitness(task, r, references.get(str(r["seed"]))) for r in rows])
-
-
-def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:
-    metrics = {"per_seed": rows, "promoted": result.get("promoted", True), "flags": result.get("flags")}
-    if state.config.task == "imdb":
-        last = [r.get("train", {}) for r in rows]
-        metrics["dynamics"] = {
-            "reward": round(sum(r["reward"] for r in rows) / len(rows), 4),
-            "kl": round(sum(r["kl"] for r in rows) / len(rows), 4),
-            "final_margin": _mean_last(last, "rewards/margins"),
-            "final_accuracy": _mean_last(last, "rewards/accuracies"),
-        }
-    return metrics
-
-
-def _mean_last(curves: list[dict], key: str) -> float | None:
-    values = [c[key][-1] for c in curves if c.get(key)]
-    return round(sum(values) / len(values), 4) if values else None
-
-
-def _fitness_of(state: RunState, label: str) -> float | None:
-    """The fitness of what a duplicate behaves like: an archive entry, or a seed that is the registered loss."""
-    if label.startswith("attempt:"):
-        return state.archive.attempt(int(label.split()[0].split(":")[1])).fitness
-    if label.startswith("registry:"):
-        from podisco.losses.registry import get_spec
-
-        target = label.removeprefix("registry:")
-        for a in state.archive.attempts(state.run_id, "evaluated"):
-            if a.proposer == "seed" and get_spec(a.name).name == target:
-                return a.fitness
-    return None
 
 
 def _log_attempt(state: RunState, a: Attempt, log) -> None:
@@ -463,6 +347,6 @@ def _reevaluate(state: RunState, executor, log) -> None:
             log(f"re-evaluation of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
             continue
         rows = a.metrics.get("per_seed", []) + result["per_seed"]
-        mean, stderr = _fitness(state, rows)
+        mean, stderr = run_fitness(state, rows)
         state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], mean, stderr, {"per_seed": rows})
         log(f"re-evaluated {a.name} over {len(rows)} seeds: {mean:+.4f} +- {stderr or 0:.4f} (SE)")
