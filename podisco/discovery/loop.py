@@ -18,6 +18,7 @@ from concurrent.futures import as_completed
 from dataclasses import asdict
 from pathlib import Path
 
+from podisco.cache import atomic_output
 from podisco.discovery import fitness as fitness_mod
 from podisco.discovery.archive import Archive, Attempt, code_hash
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
@@ -177,7 +178,8 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
         row = result["per_seed"][0]
         path = _reference_path(state, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(row))
+        with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
+            tmp.write_text(json.dumps(row))
         state.references[str(seed)] = row
 
 

@@ -35,7 +35,7 @@ def contain(name: str, isolation: str, workdir: Path, wall_s: float = 15.0) -> d
         del os.environ["PODISCO_TEST_SECRET"]
     after = canary.stat().st_mtime_ns if canary.exists() else None
     leaked = SECRET in json.dumps(result) or SECRET in _read(workdir / ".stdout") + _read(workdir / ".stderr")
-    escaped = after != before or leaked or result.get("status") == "evaluated"
+    escaped = after != before or leaked  # finishing within the limits is no escape; touching the machine is
     detail = f"{result.get('status')}: {(result.get('error') or '').strip().splitlines()[0][:160]}"
     return {"outcome": "ESCAPED" if escaped else "contained", "detail": detail, "seconds": time.monotonic() - start}
 
