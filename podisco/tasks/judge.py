@@ -7,6 +7,7 @@ the second time. Ratings follow MT-Bench's single-answer format ("[[7]]"), verdi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -56,6 +57,8 @@ class JudgeStats:
 
 class Judge:
     def __init__(self, settings: LLMSettings, cache_dir: str | Path | None = None, client: ChatClient | None = None):
+        # The judge answers in prose ending in [[7]] or [[A]]: JSON mode would forbid exactly that format.
+        settings = dataclasses.replace(settings, json_mode=False)
         self.settings = settings
         self.client = client or ChatClient(settings)
         self.cache_dir = Path(cache_dir or cache_home() / "judge")

@@ -70,6 +70,7 @@ def test_chat_task_end_to_end_and_the_judge_cache(tiny, judge, tmp_path):
     again = evaluate_chat(model, tokenizer, load_questions(str(questions)), the_judge, max_new_tokens=8)
     assert len(server.requests) == asked and again.score == result.score  # every grade came from the cache
     assert the_judge.stats.cache_hits == 3
+    assert all("response_format" not in r.json for r in server.requests)  # prose replies, not JSON mode
 
 
 def test_position_randomisation_cancels_a_judge_that_always_prefers_the_first(tmp_path):
