@@ -113,7 +113,11 @@ def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -
     attempts = [a for a in archive.attempts(run_id) if a.generation > 0]
     statuses = {s: sum(a.status == s for a in attempts) for s in ("evaluated", "duplicate", "invalid", "failed")}
     # A duplicate carries the fitness of what it behaves like; the naive pipeline measures it again.
-    ranked = sorted((a for a in attempts if a.fitness is not None), key=lambda a: -a.fitness)
+    ranked, seen = [], set()
+    for a in sorted((a for a in attempts if a.fitness is not None), key=lambda a: -a.fitness):
+        if a.name not in seen:  # the same proposal replayed twice is one candidate
+            seen.add(a.name)
+            ranked.append(a)
     references = {
         str(p.stem.rsplit("seed", 1)[1]): json.loads(p.read_text()) for p in (root / "references").glob("*.json")
     }

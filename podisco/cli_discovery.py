@@ -158,7 +158,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--population", type=int, default=4, help="proposals per generation")
     p.add_argument("--workers", type=int, default=0, help="parallel jobs; 0: cores / threads")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per job")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--seeds", default="0,1,2", help="training/sampling seeds of a full evaluation")
     p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", help="seeds for re-evaluating the top 3")
     p.add_argument("--steps", type=int, default=0, help="IMDb optimizer steps per run; 0: one epoch")
