@@ -31,6 +31,8 @@ from podisco.discovery.results import record, run_fitness
 from podisco.discovery.sandbox import Limits, detect_isolation, require_isolation
 from podisco.errors import PodiscoError
 
+REFERENCE_ATTEMPTS = 3
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
@@ -165,16 +167,22 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
             state.references[str(seed)] = json.loads(path.read_text())
         else:
             missing.append(seed)
-    jobs = {
-        executor.submit(
-            Job(_payload(state, [s], loss="sigmoid", name="dpo"), str(state.root / "work" / f"reference-{s}"), True)
-        ): s
-        for s in missing
-    }
-    for future in as_completed(jobs):
-        seed, result = jobs[future], future.result()
+
+    def submit(seed: int):
+        payload = _payload(state, [seed], loss="sigmoid", name="dpo")
+        return executor.submit(Job(payload, str(state.root / "work" / f"reference-{seed}"), trusted=True))
+
+    # A reference run is trusted code: when it fails, the machine did (a killed worker, a full disk), so it is
+    # tried again before the run gives up; a candidate's failure is the candidate's and is recorded instead.
+    jobs = {submit(seed): (seed, 1) for seed in missing}
+    while jobs:
+        future = next(as_completed(jobs))
+        (seed, attempt), result = jobs.pop(future), future.result()
         if result.get("status") != "evaluated":
-            raise PodiscoError(f"the reference run (DPO, seed {seed}) failed: {result.get('error')}")
+            if attempt < REFERENCE_ATTEMPTS:
+                jobs[submit(seed)] = (seed, attempt + 1)
+                continue
+            raise PodiscoError(f"the reference run (DPO, seed {seed}) failed {attempt} times: {result.get('error')}")
         row = result["per_seed"][0]
         path = _reference_path(state, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
