@@ -2,18 +2,32 @@
 
 Levels, strongest first (``detect_isolation`` probes which work here):
 
-- ``bwrap`` (bubblewrap): the whole filesystem read-only except the job's work folder, the home folder
-  hidden (only the interpreter, the project and the given read-only paths are mounted back), a private
-  /tmp, no network (own network namespace), own pid namespace (killing the sandbox kills every process in
-  it), all capabilities dropped, ``--die-with-parent``.
-- ``unshare``: ``unshare -n``, a network namespace with nothing in it; the filesystem is NOT protected.
+- ``bwrap`` (bubblewrap): the whole filesystem read-only except the job's work folder; the home folder,
+  /home and /tmp hidden behind empty tmpfs (only the interpreter, the project and the given read-only paths
+  are mounted back); no network (own, empty network namespace: not even the parent's loopback); own pid,
+  IPC and UTS namespaces (when the sandbox's init dies the kernel kills every process in it);
+  ``--die-with-parent``, ``--new-session``; all capabilities dropped. Where bwrap supports it (0.8+ as
+  root: probed) also ``--unshare-user --disable-userns``, which empties the bounding set too (no file
+  capabilities or setuid binary can give a capability back) and refuses nested user namespaces. Verified
+  here (bwrap 0.8.0, as root): writes outside the work folder fail with EROFS, ``mount -o remount,rw``
+  fails with EPERM, CapEff and CapBnd are 0, ``unshare -U`` fails.
+- ``unshare``: ``unshare -n``, a network namespace with nothing in it; files outside the work folder are
+  NOT protected, nor is the rest of the machine from a root child (it can read /root, kill processes...).
 - ``process``: a plain child process; neither network nor filesystem is protected.
 
-At every level: a scrubbed environment built from scratch (no API keys or tokens), the work folder as cwd
-and HOME, rlimits (CPU seconds, address space, file size, open files, no core dumps; RLIMIT_NPROC too,
-though the kernel does not apply it to root — under bwrap the pid namespace and the deadline bound process
-trees), stdout/stderr to files whose tails are kept, and a wall-clock deadline after which the whole process
-group is killed (and again after exit, for stragglers). The child also gets SIGKILL if its parent dies.
+At every level: a scrubbed environment built from scratch (no API keys or tokens), the work folder as cwd,
+HOME and TMPDIR, rlimits (CPU seconds, address space, file size, open files, no core dumps), stdout/stderr
+to files in the work folder whose tails are kept (a flood can neither block on a pipe nor fill the
+parent's memory; RLIMIT_FSIZE caps the files), SIGKILL if the parent dies, and a wall-clock deadline after
+which the whole process group is killed. After the child ends, whatever it left behind is killed too: its
+process group, and then every process whose environment carries this run's random token — which also finds
+children that called setsid() (daemons) at the weaker levels; only a process that re-executes itself with
+a fresh environment escapes that sweep, and only at the ``unshare``/``process`` levels.
+
+What does not hold: RLIMIT_NPROC is set, but Linux never applies it to uid 0, and a root launcher stays uid 0
+in the kernel's eyes even inside bwrap's user namespace (checked: 60 forks under a limit of 20). The number
+of processes is bounded by time only (the deadline, the pid namespace) — the gate is what keeps candidate
+code from forking at all.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import ctypes
 import functools
 import os
 import resource
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,6 +50,7 @@ from podisco.errors import PodiscoError
 
 ISOLATION_LEVELS = ("bwrap", "unshare", "process")
 _TAIL = 4000
+_TOKEN_VAR = "PODISCO_SANDBOX_TOKEN"
 
 
 class SandboxError(PodiscoError):
@@ -43,11 +59,11 @@ class SandboxError(PodiscoError):
 
 @dataclass(frozen=True)
 class Limits:
-    wall_s: float = 600.0
-    cpu_s: int = 3600
-    memory_mb: int = 8192  # address space; torch reserves a lot of it, so keep this generous
-    processes: int = 256
-    file_mb: int = 256
+    wall_s: float = 600.0  # the process group (and under bwrap the pid namespace) is killed after this
+    cpu_s: int = 3600  # RLIMIT_CPU counts every thread: room for a few torch threads over the whole wall time
+    memory_mb: int = 8192  # RLIMIT_AS; torch reserves a lot of address space, so keep this generous
+    processes: int = 256  # RLIMIT_NPROC: not enforced for root (see the module docstring)
+    file_mb: int = 256  # RLIMIT_FSIZE: any one file, stdout and stderr included
     open_files: int = 512
 
 
@@ -56,7 +72,7 @@ class SandboxResult:
     returncode: int | None
     timed_out: bool
     killed_by_signal: int | None
-    stdout_tail: str
+    stdout_tail: str  # the last 4000 characters
     stderr_tail: str
     wall_s: float
     isolation: str
@@ -70,9 +86,18 @@ def _works(argv: list[str]) -> bool:
 
 
 @functools.cache
+def _bwrap_user_flags() -> tuple[str, ...] | None:
+    """The strongest user-namespace flags this bwrap accepts (None: bwrap does not work at all)."""
+    for flags in (("--unshare-user", "--disable-userns"), ("--unshare-user",), ()):
+        if _works(["bwrap", *flags, *_bwrap_args(Path("/tmp"), (), probing=True), "true"]):
+            return flags
+    return None
+
+
+@functools.cache
 def detect_isolation() -> str:
-    """The strongest level that really works on this machine (probed once per process)."""
-    if _works(["bwrap", *_bwrap_args(Path("/tmp"), ()), "true"]):
+    """The strongest level that really works on this machine (probed once per process, by running it)."""
+    if _bwrap_user_flags() is not None:
         return "bwrap"
     if _works(["unshare", "-n", "true"]):
         return "unshare"
@@ -81,6 +106,8 @@ def detect_isolation() -> str:
 
 def require_isolation(level: str, allow_weak: bool) -> None:
     """Refuse to run model-written code without filesystem and network isolation unless explicitly allowed."""
+    if level not in ISOLATION_LEVELS:
+        raise SandboxError(f"unknown isolation level {level!r}: {', '.join(ISOLATION_LEVELS)}")
     if level != "bwrap" and not allow_weak:
         raise SandboxError(
             f"only the {level!r} isolation level is available here (bubblewrap's `bwrap` is missing or does not "
@@ -95,7 +122,11 @@ def _project_root() -> Path:
 
 
 def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A child environment built from nothing: no secrets can leak in by inheritance."""
+    """A child environment built from nothing: no secrets can leak in by inheritance.
+
+    HOME and TMPDIR are set by ``run_sandboxed`` to the work folder (and its tmp/) unless ``extra`` sets them;
+    thread counts (OMP_NUM_THREADS, MKL_NUM_THREADS) come from ``extra``.
+    """
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
@@ -103,20 +134,32 @@ def scrubbed_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
-        "PYTHONPATH": str(_project_root()),
+        "PYTHONPATH": str(_project_root()),  # podisco importable, editable install or not
     }
     env.update(extra or {})
     return env
 
 
-def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path]) -> list[str]:
+def _hidden_dirs() -> list[Path]:
+    """Folders replaced by an empty tmpfs under bwrap: homes (keys, tokens, configs) and the shared /tmp."""
+    hidden = [Path("/tmp")]
+    for home in (Path.home().resolve(), Path("/home")):
+        if home != Path("/") and home.is_dir() and home not in hidden:
+            hidden.append(home)
+    return hidden
+
+
+def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], probing: bool = False) -> list[str]:
+    user_flags = () if probing else (_bwrap_user_flags() or ())
     args = [
+        *user_flags,
         "--die-with-parent",
         "--new-session",
         "--unshare-net",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
+        "--unshare-cgroup-try",
         "--cap-drop",
         "ALL",
         "--ro-bind",
@@ -126,17 +169,15 @@ def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path]) -> list[str]:
         "/dev",
         "--proc",
         "/proc",
-        "--tmpfs",
-        "/tmp",
     ]
-    home = Path.home().resolve()
-    if home != Path("/") and home.is_dir():
-        # Hide the home folder (keys, tokens, configs); mount back only what the child needs to run.
-        args += ["--tmpfs", str(home)]
-        needed = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _project_root(), *readonly_paths}
-        for path in sorted({p.resolve() for p in needed}):
-            if path.is_relative_to(home) and path.exists():
-                args += ["--ro-bind", str(path), str(path)]
+    hidden = _hidden_dirs()
+    for folder in hidden:
+        args += ["--tmpfs", str(folder)]
+    # Mount back, read-only, what the child needs from the hidden folders (a pyenv under /root, a venv in /tmp).
+    needed = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _project_root(), *readonly_paths}
+    for path in sorted({Path(p).resolve() for p in needed}):
+        if path.exists() and any(path.is_relative_to(folder) for folder in hidden):
+            args += ["--ro-bind", str(path), str(path)]
     workdir = workdir.resolve()
     return [*args, "--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
 
@@ -144,7 +185,7 @@ def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path]) -> list[str]:
 def _limit_child(limits: Limits):
     libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
-    def apply() -> None:
+    def apply() -> None:  # runs in the child between fork and exec: no locks, no allocation-heavy work
         mb = 1024 * 1024
         for which, value in (
             (resource.RLIMIT_CPU, limits.cpu_s),
@@ -166,12 +207,52 @@ def _tail(path: Path) -> str:
         return ""
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - _TAIL))
-        return f.read().decode("utf-8", errors="replace")
+        return f.read().decode("utf-8", errors="replace")[-_TAIL:]
 
 
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _carries(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, a zombie, or not ours to read
+        return False
+
+
+def _sweep(token: str) -> int:
+    """SIGKILL every process whose (initial) environment carries ``token``; how many were signalled.
+
+    A pidfd, opened between two reads of the environment, makes sure a reused pid is never signalled.
+    """
+    if not Path("/proc/self/environ").exists():
+        return 0
+    needle, me, signalled = f"{_TOKEN_VAR}={token}".encode(), os.getpid(), 0
+    for _ in range(20):  # a fork loop may still be running: repeat until a pass finds nobody
+        found = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me or not _carries(int(entry.name), needle):
+                continue
+            pid = int(entry.name)
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                if _carries(pid, needle):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    found += 1
+            except OSError:
+                pass
+            finally:
+                os.close(pidfd)
+        signalled += found
+        if not found:
+            break
+        time.sleep(0.05)
+    return signalled
 
 
 def run_sandboxed(
@@ -182,14 +263,21 @@ def run_sandboxed(
     readonly_paths: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
 ) -> SandboxResult:
-    """Run ``argv`` in ``workdir`` at ``isolation`` (default: the strongest available) within ``limits``."""
+    """Run ``argv`` in ``workdir`` at ``isolation`` (default: the strongest available) within ``limits``.
+
+    ``env`` defaults to ``scrubbed_env()``; whatever is given, nothing else of this process's environment goes
+    in. The child's stdout and stderr are ``workdir/.stdout`` and ``workdir/.stderr``.
+    """
     level = isolation or detect_isolation()
     if level not in ISOLATION_LEVELS:
         raise SandboxError(f"unknown isolation level {level!r}: {', '.join(ISOLATION_LEVELS)}")
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
     child_env = dict(env) if env is not None else scrubbed_env()
     child_env.setdefault("HOME", str(workdir))
+    child_env.setdefault("TMPDIR", str(workdir / "tmp"))
+    child_env[_TOKEN_VAR] = token
     if level == "bwrap":
         command = ["bwrap", *_bwrap_args(workdir, readonly_paths), *argv]
     elif level == "unshare":
@@ -216,7 +304,9 @@ def run_sandboxed(
             timed_out = True
             _kill_group(process.pid)
             process.wait()
+        wall_s = time.monotonic() - start
         _kill_group(process.pid)  # grandchildren left behind by a child that exited
+        _sweep(token)  # and those that left the group (setsid)
     code = process.returncode
     signal_number = -code if code < 0 else None
     if level == "bwrap" and code > 128:  # bwrap reports a child killed by signal N as 128 + N
@@ -227,6 +317,6 @@ def run_sandboxed(
         killed_by_signal=signal_number,
         stdout_tail=_tail(out_path),
         stderr_tail=_tail(err_path),
-        wall_s=time.monotonic() - start,
+        wall_s=wall_s,
         isolation=level,
     )

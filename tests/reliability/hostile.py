@@ -60,6 +60,10 @@ HOSTILE: list[tuple[str, str, list[str]]] = [
     ("mp_spawn", "process spawning", ["torch.multiprocessing.spawn(print, nprocs=64)", "return 0"]),
     ("fork_bomb", "fork bomb", ["import os", "while True:", "    os.fork()"]),
     # monkey-patching for later candidates, tensor internals
+    # found while hardening the gate: frames and storages lead back to modules and files
+    ("frame_globals", "sandbox escape", ["g = (i for i in ())", "t = g.gi_frame.f_globals['torch']", "return t.save"]),
+    ("storage_from_file", "file read", ["return policy_chosen_logps.storage_type().from_file('/etc/passwd')"]),
+    ("shadow_builtin", "sandbox escape", ["x = [eval for eval in ()]", "return eval('1')"]),
     ("patch_torch", "monkey-patching", ["torch.exp = torch.sigmoid", LOGITS, "return torch.exp(-logits)"]),
     ("patch_beta", "monkey-patching", ["self.beta = 1e9", LOGITS, "return -F.logsigmoid(self.beta * logits)"]),
     ("storage", "memory tricks", ["return policy_chosen_logps.untyped_storage()"]),
