@@ -124,7 +124,7 @@ def training_fault_section(tmp: Path) -> tuple[list[str], dict]:
     cases = [
         ("NaN once margins grow", ["return torch.sqrt(1 - (self.beta * logits).abs()) - F.logsigmoid(logits)"], 120),
         ("exploding gradient", ["return torch.exp(-50 * self.beta * logits) * 1e30"], 120),
-        ("10x slower than the deadline", ["for _ in range(20000):", "    logits = logits * 1.0", "return -logits"], 20),
+        ("10x slower than the deadline", ["for i in range(20000):", "    logits = logits * 1.0", "return -logits"], 20),
     ]
     rows, counts = [], {"tried": 0, "contained": 0, "lost": 0}
     spec = {"name": "imdb", "preset": "tiny", "cache_dir": str(cache), "steps": 20, "lr": 5e-3, "batch_size": 8}
@@ -144,7 +144,7 @@ def training_fault_section(tmp: Path) -> tuple[list[str], dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--worker-kills", type=int, default=5)
+    parser.add_argument("--worker-kills", type=int, default=2)
     parser.add_argument("--out", default="docs/reliability.md")
     args = parser.parse_args()
     started = time.time()

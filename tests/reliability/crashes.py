@@ -88,7 +88,7 @@ def kill_and_resume(
             if process.returncode != 0:
                 raise RuntimeError(f"the final resume failed:\n{err[-3000:]}")
             break
-        delay = rng.uniform(1.0, 12.0)
+        delay = rng.uniform(2.0, 30.0)  # early kills land before anything finished, late ones mid-evaluation
         killed_what = "nothing (finished first)"
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and process.poll() is None:
