@@ -7,9 +7,9 @@ optionally, ``output`` (the reference output).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from podisco.data import load_rows
 from podisco.errors import PodiscoError
 from podisco.tasks.generation import chat_prompt, generate
 from podisco.tasks.judge import Judge
@@ -22,10 +22,9 @@ HUB_INSTRUCTIONS = "tatsu-lab/alpaca_eval"
 
 
 def load_instructions(source: str = HUB_INSTRUCTIONS, limit: int = 0) -> list[dict]:
-    path = Path(source)
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
+    if Path(source).exists():
+        rows = load_rows(source, "eval")
+    else:  # the hub dataset needs its config name, which load_rows does not take
         try:
             from datasets import load_dataset
 

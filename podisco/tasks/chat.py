@@ -8,11 +8,10 @@ of the same shape (``question_id``, ``category``, ``turns`` or ``prompt``: a lis
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from podisco.data import load_rows
 from podisco.errors import PodiscoError
 from podisco.tasks.generation import chat_prompt, generate
 from podisco.tasks.judge import Judge
@@ -66,18 +65,7 @@ class ChatResult:
 
 
 def load_questions(source: str = HUB_QUESTIONS, limit: int = 0) -> list[ChatQuestion]:
-    path = Path(source)
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        try:
-            from datasets import load_dataset
-
-            rows = list(load_dataset(source, split="train"))
-        except Exception as error:
-            raise PodiscoError(
-                f"questions {source!r}: not a local file and not loadable from the hub ({error})"
-            ) from error
+    rows = load_rows(source, "train")
     questions = []
     for i, row in enumerate(rows):
         turns = row.get("turns") or row.get("prompt")

@@ -11,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from podisco.cache import atomic_output, cache_home
 from podisco.errors import PodiscoError
@@ -23,6 +25,7 @@ class JudgeFormatError(PodiscoError, ValueError):
     """The judge's reply has no (or more than one) well-formed rating or verdict."""
 
 
+T = TypeVar("T")
 _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 
@@ -82,19 +85,19 @@ class Judge:
             tmp.write_text(json.dumps({"model": self.settings.model, "reply": reply.text}))
         return reply.text
 
-    def rating(self, system: str, prompt: str) -> float | None:
-        """A 1-10 rating, or None (counted) when the judge's reply is malformed."""
+    def _parsed(self, parse: Callable[[str], T], system: str, prompt: str) -> T | None:
+        """The parsed reply, or None (counted, reason kept) when the judge's reply is malformed."""
         try:
-            return parse_rating(self.ask(system, prompt))
+            return parse(self.ask(system, prompt))
         except JudgeFormatError as error:
             self.stats.malformed += 1
             self.stats.errors.append(str(error))
             return None
 
+    def rating(self, system: str, prompt: str) -> float | None:
+        """A 1-10 rating, or None when the reply is malformed."""
+        return self._parsed(parse_rating, system, prompt)
+
     def verdict(self, system: str, prompt: str) -> str | None:
-        try:
-            return parse_verdict(self.ask(system, prompt))
-        except JudgeFormatError as error:
-            self.stats.malformed += 1
-            self.stats.errors.append(str(error))
-            return None
+        """'A', 'B' or 'C', or None when the reply is malformed."""
+        return self._parsed(parse_verdict, system, prompt)

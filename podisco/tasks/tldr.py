@@ -8,11 +8,10 @@ rows with ``prompt`` (the post) and ``label`` or ``summary`` (the human referenc
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
+from podisco.data import load_rows
 from podisco.errors import PodiscoError
 from podisco.tasks.generation import generate
 from podisco.tasks.judge import Judge
@@ -25,18 +24,6 @@ HUB_POSTS = "CarperAI/openai_summarize_tldr"
 INSTRUCTION = "Write a TL;DR summary of this Reddit post."
 
 
-def _rows(source: str, split: str) -> list[dict]:
-    path = Path(source)
-    if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    try:
-        from datasets import load_dataset
-
-        return list(load_dataset(source, split=split))
-    except Exception as error:
-        raise PodiscoError(f"{source!r}: not a local file and not loadable from the hub ({error})") from error
-
-
 def as_prompt(post: str) -> str:
     """The post really is in the prompt, ending where the summary starts."""
     post = post.strip()
@@ -44,7 +31,7 @@ def as_prompt(post: str) -> str:
 
 
 def load_pairs(source: str = HUB_PAIRS, fraction: float = 1.0, seed: int = 0, split: str = "train") -> list[dict]:
-    rows = _rows(source, split)
+    rows = load_rows(source, split)
     pairs = []
     for i, row in enumerate(rows):
         if not all(isinstance(row.get(k), str) and row[k].strip() for k in ("prompt", "chosen", "rejected")):
@@ -61,7 +48,7 @@ def load_pairs(source: str = HUB_PAIRS, fraction: float = 1.0, seed: int = 0, sp
 
 
 def load_posts(source: str = HUB_POSTS, limit: int = 0, split: str = "test") -> list[dict]:
-    rows = _rows(source, split)
+    rows = load_rows(source, split)
     posts = []
     for i, row in enumerate(rows):
         reference = row.get("label") or row.get("summary")
