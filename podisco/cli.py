@@ -155,20 +155,10 @@ def _train_config(args: argparse.Namespace, extra: Sequence[str]):
     return config
 
 
-def _maybe_lora(model, config):
-    if config.lora.r <= 0:
-        return model
-    from podisco.models.lora import apply_lora
-
-    lora = config.lora
-    return apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
-
-
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from podisco.data import load_rows, tokenize_pairs, validate_rows
     from podisco.discovery.export import is_loss_file, load_loss_file
-    from podisco.models import load_model, load_tokenizer
-    from podisco.training.preference import parse_loss, train_preference
+    from podisco.training.pipeline import train_from_config
+    from podisco.training.preference import parse_loss
 
     config = _train_config(args, extra)
     loss_fn = None
@@ -176,16 +166,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
         config.loss.name, loss_fn = load_loss_file(config.loss.name)
     else:
         parse_loss(config.loss.name)  # a misspelled loss fails before anything is loaded
-    tokenizer = load_tokenizer(config.model)
-    rows, checked = validate_rows(
-        load_rows(config.data.path, config.data.split), config.data.path, config.data.on_error
-    )
-    examples, tokenized = tokenize_pairs(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
-    print(checked.merge(tokenized))
-    model = _maybe_lora(load_model(config.model), config)
-    result = train_preference(
-        config, model, examples, tokenizer.pad_token_id, tokenizer, loss=loss_fn, resume_from=args.resume
-    )
+    result, _, _ = train_from_config(config, loss_fn, resume_from=args.resume)
     print(
         f"trained {result.steps} steps; model in {result.output_dir / 'final'}; metrics in "
         f"{result.output_dir / 'metrics.jsonl'}"
@@ -196,6 +177,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def cmd_sft(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from podisco.data import load_rows, tokenize_sft
     from podisco.models import load_model, load_tokenizer
+    from podisco.training.pipeline import maybe_lora
     from podisco.training.sft import train_sft
 
     config = _train_config(args, extra)
@@ -203,7 +185,7 @@ def cmd_sft(args: argparse.Namespace, extra: Sequence[str]) -> int:
     rows = load_rows(config.data.path, config.data.split)
     examples, report = tokenize_sft(rows, tokenizer, config.data.max_length, on_error=config.data.on_error)
     print(report)
-    model = _maybe_lora(load_model(config.model), config)
+    model = maybe_lora(load_model(config.model), config)
     result = train_sft(config, model, examples, tokenizer.pad_token_id, tokenizer, resume_from=args.resume)
     print(f"trained {result.steps} steps; model in {result.output_dir / 'final'}")
     return 0

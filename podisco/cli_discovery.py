@@ -16,9 +16,13 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from podisco.discovery.loop import DiscoveryConfig, run_discovery
+    from podisco.tasks.judged import TASKS as JUDGED
 
     if args.resume and not args.run:
         raise PodiscoError("--resume needs --run RUN_ID (see podisco runs list)")
+    judged = args.task in JUDGED
+    # A judged evaluation trains a real model: one seed per candidate, as the paper did, unless asked
+    seeds = args.seeds or ("0" if judged else "0,1,2")
     config = DiscoveryConfig(
         task=args.task,
         preset=args.preset,
@@ -33,7 +37,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         population=args.population,
         workers=args.workers,
         threads=args.threads,
-        seeds=_seeds(args.seeds),
+        seeds=_seeds(seeds),
         executor=args.executor,
         ray_address=args.address or "",
         isolation=args.isolation,
@@ -41,9 +45,18 @@ def cmd_discover(args: argparse.Namespace) -> int:
         steps=args.steps,
         wall_s=args.wall_s,
         seed=args.seed,
+        train_config=args.train_config or "",
+        train_overrides=tuple(args.train_override or ()),
+        eval_data=args.eval_data or "",
+        eval_limit=args.eval_limit,
+        max_new_tokens=args.max_new_tokens,
+        judge_model=args.judge_model or "",
+        judge_base_url=args.judge_base_url or "",
+        judge_cache=args.judge_cache or "",
+        gpus=args.gpus,
     )
-    if args.reevaluate_seeds:
-        config.reevaluate_seeds = _seeds(args.reevaluate_seeds)
+    if args.reevaluate_seeds or judged:
+        config.reevaluate_seeds = _seeds(args.reevaluate_seeds or "0,1,2")
     run_id = run_discovery(config, args.root, args.run, args.resume)
     print(f"archive: {Path(args.root) / 'archive.sqlite'} (run {run_id})")
     print(f"next: podisco runs show {run_id}   |   podisco export {run_id} --best -o loss.py")
@@ -146,7 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("discover", help="LLM-driven (or evolutionary) discovery of new losses")
-    p.add_argument("--task", default="imdb", choices=["imdb", "digits"])
+    p.add_argument("--task", default="imdb", choices=["imdb", "digits", "chat", "alpaca", "tldr"])
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
     p.add_argument("--cache-dir", dest="cache_dir", help="where the prepared IMDb task is cached")
     p.add_argument("--beta", type=float, default=0.05)
@@ -159,14 +172,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--population", type=int, default=4, help="proposals per generation")
     p.add_argument("--workers", type=int, default=0, help="parallel jobs; 0: cores / threads")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
-    p.add_argument("--seeds", default="0,1,2", help="training/sampling seeds of a full evaluation")
+    p.add_argument("--seeds", help="training/sampling seeds of a full evaluation (0,1,2; chat/alpaca/tldr: 0)")
     p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", help="seeds for re-evaluating the top 3")
     p.add_argument("--steps", type=int, default=0, help="IMDb optimizer steps per run; 0: one epoch")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--address", help="Ray cluster address (--executor ray)")
     p.add_argument("--isolation", default="auto", choices=["auto", "bwrap", "unshare", "process"])
     p.add_argument("--allow-weak-isolation", dest="allow_weak_isolation", action="store_true")
-    p.add_argument("--wall-s", dest="wall_s", type=float, default=900.0, help="wall-clock limit per job")
+    p.add_argument("--wall-s", dest="wall_s", type=float, default=0.0, help="per job; 0: 900 s, judged tasks 6 h")
+    judged = p.add_argument_group("LLM-judged tasks (chat, alpaca, tldr): workers train and answer, the judge scores")
+    judged.add_argument("--train-config", dest="train_config", help="TrainConfig YAML: model, data, schedule")
+    judged.add_argument("--train-override", dest="train_override", action="append", help="TrainConfig key=value")
+    judged.add_argument("--eval-data", dest="eval_data", help="questions / instructions / posts (JSONL or hub id)")
+    judged.add_argument("--eval-limit", dest="eval_limit", type=int, default=0, help="evaluation prompts (0: all)")
+    judged.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
+    judged.add_argument("--judge-model", dest="judge_model", help="judge model (also $PODISCO_LLM_MODEL)")
+    judged.add_argument("--judge-base-url", dest="judge_base_url", help="OpenAI-compatible endpoint of the judge")
+    judged.add_argument("--judge-cache", dest="judge_cache", help="judge reply cache (default ~/.cache/podisco/judge)")
+    judged.add_argument("--gpus", default="auto", help="auto (every visible GPU, one job each), none, or 0,1,...")
     p.add_argument("--seed", type=int, default=0, help="random seed of the evolve proposer")
     p.add_argument("--root", default=DEFAULT_ROOT, help="where the archive and work files live")
     p.add_argument("--run", help="run id (to resume, or to name a new run)")

@@ -6,12 +6,9 @@ import argparse
 
 
 def _judge(args: argparse.Namespace):
-    from podisco.llm_client import settings_from_env
-    from podisco.tasks.judge import Judge
+    from podisco.tasks.judge import make_judge
 
-    settings = settings_from_env(args.judge_model, args.judge_base_url)
-    settings.temperature = 0.0  # grading should not be a lottery
-    return Judge(settings, args.judge_cache or None)
+    return make_judge(args.judge_model, args.judge_base_url, args.judge_cache)
 
 
 def _model(path: str):

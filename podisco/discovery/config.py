@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from podisco.discovery.archive import Archive
 from podisco.tasks.imdb_fitness import DEFAULT_PAIRED_SEEDS
@@ -11,7 +12,7 @@ from podisco.tasks.imdb_fitness import DEFAULT_PAIRED_SEEDS
 
 @dataclass
 class DiscoveryConfig:
-    task: str = "imdb"  # "imdb" (preference losses) or "digits" (classification losses)
+    task: str = "imdb"  # "imdb", "chat", "alpaca", "tldr" (preference losses) or "digits" (classification)
     preset: str = "default"  # IMDb size preset
     cache_dir: str = ""
     beta: float = 0.05
@@ -39,11 +40,34 @@ class DiscoveryConfig:
     ray_address: str = ""
     isolation: str = "auto"  # auto | bwrap | unshare | process
     allow_weak_isolation: bool = False
-    wall_s: float = 900.0
-    memory_mb: int = 8192
+    wall_s: float = 0.0  # per job; 0: the task's default (900 s; 6 h for the LLM-judged tasks)
+    memory_mb: int = 8192  # address-space limit per job; not applied to GPU jobs (CUDA maps far more)
     seed: int = 0
+    # The LLM-judged tasks (chat | alpaca | tldr; tasks/judged.py)
+    train_config: str = ""  # TrainConfig YAML: model, training data, schedule (loss and beta are set per job)
+    train_overrides: tuple[str, ...] = ()  # TrainConfig key=value, e.g. max_steps=20
+    eval_data: str = ""  # questions / instructions / posts; default: the task's hub dataset
+    eval_limit: int = 0
+    max_new_tokens: int = 256
+    judge_model: str = ""  # default: $PODISCO_LLM_MODEL, as for the proposer
+    judge_base_url: str = ""
+    judge_cache: str = ""
+    gpus: str = "auto"  # judged tasks: "auto" (every visible GPU, one job each), "none", or ids like "0,1"
+
+    @property
+    def judged(self) -> bool:
+        from podisco.tasks.judged import TASKS
+
+        return self.task in TASKS
+
+    def wall_limit(self) -> float:
+        return self.wall_s or (6 * 3600.0 if self.judged else 900.0)
 
     def task_version(self) -> tuple[str, str]:
+        if self.judged:
+            from podisco.tasks.judged import task_version
+
+            return self.task, task_version(self.task)
         if self.task == "digits":
             from podisco.tasks.digits import NAME, VERSION
 
@@ -61,6 +85,7 @@ class RunState:
     root: Path
     task_spec: dict
     references: dict[str, dict] = field(default_factory=dict)
+    judge: Any = None  # the LLM judge of a judged task (tasks/judge.Judge), built when first needed
 
 
 def config_from_dict(values: dict) -> DiscoveryConfig:

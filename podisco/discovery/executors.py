@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podisco.discovery.sandbox import Limits, run_sandboxed, scrubbed_env
+from podisco.cache import atomic_output
+from podisco.discovery.sandbox import Limits, gpu_devices, run_sandboxed, scrubbed_env
 
 
 @dataclass
@@ -33,32 +35,66 @@ class ExecutionSettings:
     limits: Limits = field(default_factory=Limits)
     readonly_paths: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[str, ...] = ()  # each job holds one of these GPUs (CUDA_VISIBLE_DEVICES) while it runs
 
 
-def execute(job: Job, settings: ExecutionSettings) -> dict[str, Any]:
-    """Run one job to completion; a job that leaves no result becomes a ``failed`` result saying why."""
+# What identifies a job's work: a finished result is used again only for the same work.
+_IDENTITY = ("task", "seeds", "code", "loss", "name", "beta")
+
+
+def _identity(job: Job) -> dict[str, Any]:
+    return json.loads(json.dumps({k: job.payload.get(k) for k in _IDENTITY}))  # as read back: tuples are lists
+
+
+def _finished_path(job: Job) -> Path:
+    """Beside the job's folder, not in it: the sandboxed child can write its folder, never this file."""
+    return Path(job.workdir).with_name(Path(job.workdir).name + ".finished.json")
+
+
+def finished_result(job: Job) -> dict[str, Any] | None:
+    """The result of the same work finished earlier by a worker that exited cleanly, else None."""
+    try:
+        kept = json.loads(_finished_path(job).read_text())
+    except (OSError, ValueError):
+        return None
+    same = kept.get("identity") == _identity(job)
+    return {**kept["result"], "reused": True} if same and isinstance(kept.get("result"), dict) else None
+
+
+def execute(job: Job, settings: ExecutionSettings, gpu: str | None = None) -> dict[str, Any]:
+    """Run one job to completion; a job that leaves no result becomes a ``failed`` result saying why.
+    With ``gpu``, the job sees that one GPU (and under bwrap, the NVIDIA device nodes)."""
     workdir = Path(job.workdir)
+    _finished_path(job).unlink(missing_ok=True)
     if workdir.exists():  # a re-dispatched job (after a crash) starts clean
         shutil.rmtree(workdir)
     (workdir / "tmp").mkdir(parents=True)
     (workdir / "job.json").write_text(json.dumps(job.payload))
     argv = [sys.executable, "-m", "podisco.discovery.worker", "job.json", "result.json"]
     isolation = "process" if job.trusted else settings.isolation
+    env = {**settings.env, "TMPDIR": str(workdir / "tmp")}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     outcome = run_sandboxed(
         argv,
         workdir,
         settings.limits,
         isolation,
         [Path(p) for p in settings.readonly_paths],
-        scrubbed_env({**settings.env, "TMPDIR": str(workdir / "tmp")}),
+        scrubbed_env(env),
+        devices=gpu_devices() if gpu is not None else (),
     )
     sandbox = {"isolation": outcome.isolation, "wall_s": outcome.wall_s, "returncode": outcome.returncode}
     result_path = workdir / "result.json"
     if result_path.exists() and not outcome.timed_out:
         try:
-            return {**json.loads(result_path.read_text()), "sandbox": sandbox}
+            result = {**json.loads(result_path.read_text()), "sandbox": sandbox}
         except ValueError:
             return {"status": "failed", "error": "the worker's result file is not valid JSON", "sandbox": sandbox}
+        if outcome.returncode == 0:  # kept for a resumed run: a killed parent or failed judge redoes nothing
+            with atomic_output(_finished_path(job)) as tmp:
+                tmp.write_text(json.dumps({"identity": _identity(job), "result": result}))
+        return result
     if outcome.timed_out:
         reason = f"the job ran past its wall-clock limit of {settings.limits.wall_s:g} s and was killed"
     elif outcome.killed_by_signal:
@@ -70,14 +106,28 @@ def execute(job: Job, settings: ExecutionSettings) -> dict[str, Any]:
 
 
 class LocalExecutor:
-    """At most ``workers`` sandboxed jobs at a time on this machine."""
+    """At most ``workers`` sandboxed jobs at a time on this machine; with GPUs, one job per GPU at a time."""
 
     def __init__(self, workers: int, settings: ExecutionSettings) -> None:
+        if settings.gpus:
+            workers = min(workers, len(settings.gpus))
         self.workers, self.settings = workers, settings
+        self._free_gpus: queue.Queue[str] = queue.Queue()
+        for gpu in settings.gpus:
+            self._free_gpus.put(gpu)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="podisco-job")
 
+    def _run(self, job: Job) -> dict[str, Any]:
+        if not self.settings.gpus:
+            return execute(job, self.settings)
+        gpu = self._free_gpus.get()  # never blocks long: there are no more workers than GPUs
+        try:
+            return execute(job, self.settings, gpu)
+        finally:
+            self._free_gpus.put(gpu)
+
     def submit(self, job: Job) -> Future:
-        return self._pool.submit(execute, job, self.settings)
+        return self._pool.submit(self._run, job)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -93,9 +143,11 @@ class RayExecutor:
             raise RuntimeError("the Ray executor needs ray: pip install 'podisco[ray]'") from error
         self._ray = ray
         ray.init(address=address or None, ignore_reinit_error=True, log_to_driver=False)
-        self._remote = ray.remote(num_cpus=cpus_per_job, max_retries=0)(_execute_on_node)
+        gpus = 1 if settings.gpus else 0  # Ray picks the GPU and says which in CUDA_VISIBLE_DEVICES
+        self._remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus, max_retries=0)(_execute_on_node)
         self.settings = settings
-        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_job)
+        resources = ray.cluster_resources()
+        self.workers = max(1, int(resources.get("GPU" if gpus else "CPU", 1)) // (1 if gpus else cpus_per_job))
 
     def submit(self, job: Job) -> Future:
         return self._remote.remote(asdict(job), _settings_dict(self.settings)).future()
@@ -110,7 +162,8 @@ def _settings_dict(settings: ExecutionSettings) -> dict:
 
 def _execute_on_node(job: dict, settings: dict) -> dict:
     limits = Limits(**settings.pop("limits"))
-    return execute(Job(**job), ExecutionSettings(limits=limits, **settings))
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES") if settings["gpus"] else None
+    return execute(Job(**job), ExecutionSettings(limits=limits, **settings), gpu)
 
 
 def default_workers(threads_per_job: int) -> int:

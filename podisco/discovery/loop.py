@@ -14,16 +14,25 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import asdict
 from pathlib import Path
 
 from podisco.cache import atomic_output
 from podisco.discovery import fitness as fitness_mod
+from podisco.discovery import judging
 from podisco.discovery.archive import Archive, Attempt, code_hash
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
-from podisco.discovery.executors import ExecutionSettings, Job, LocalExecutor, RayExecutor, default_workers
+from podisco.discovery.executors import (
+    ExecutionSettings,
+    Job,
+    LocalExecutor,
+    RayExecutor,
+    default_workers,
+    finished_result,
+)
 from podisco.discovery.gate import GateError, check_code
+from podisco.discovery.judging import judged_rows
 from podisco.discovery.parse import ProposalError, parse_proposal
 from podisco.discovery.prompts import seeds_for
 from podisco.discovery.proposers import Context, Proposal, ReplayExhausted
@@ -73,26 +82,34 @@ def run_discovery(
         stored = archive.run(run_id or "")
         if stored is None:
             raise PodiscoError(f"no run {run_id!r} to resume in {archive.path}")
-        generations = config.generations
-        config = config_from_dict(stored["config"])
-        config.generations = max(config.generations, generations)
+        given, config = config, config_from_dict(stored["config"])
+        config.generations = max(config.generations, given.generations)
+        for key in ("judge_model", "judge_base_url", "judge_cache"):  # a judge that failed may be replaced
+            setattr(config, key, getattr(given, key) or getattr(config, key))
     proposer = proposer or make_proposer(config)
     isolation = detect_isolation() if config.isolation == "auto" else config.isolation
     if proposer.kind in ("llm", "replay"):
         require_isolation(isolation, config.allow_weak_isolation)
     name, version = config.task_version()
+    judge = judging.make(config) if config.judged else None  # refused now, not after hours of training
     if not resume:
         run_id = run_id or new_run_id()
         archive.create_run(run_id, asdict(config), name, version, isolation)
     log(f"run {run_id}: task {name} v{version}, proposer {proposer.kind}, isolation {isolation}")
-    state = RunState(config, run_id, archive, root, _task_spec(config))
+    state = RunState(config, run_id, archive, root, _task_spec(config, root, log), judge=judge)
+    gpus = _gpus(config)
+    if gpus:
+        log(f"GPUs {', '.join(gpus)}: one job per GPU")
+    wall = config.wall_limit()
     settings = ExecutionSettings(
         isolation=isolation,
-        limits=Limits(wall_s=config.wall_s, memory_mb=config.memory_mb),
-        readonly_paths=tuple(p for p in [state.task_spec.get("cache_dir")] if p),
-        env=_job_env(config, state.task_spec),
+        # GPU jobs: no address-space limit (CUDA maps far more than it uses); CPU time scales with the wall time
+        limits=Limits(wall_s=wall, cpu_s=int(max(3600, 8 * wall)), memory_mb=0 if gpus else config.memory_mb),
+        readonly_paths=_readonly_paths(state.task_spec),
+        env=_job_env(config, state.task_spec, bool(gpus)),
+        gpus=gpus,
     )
-    workers = config.workers or default_workers(config.threads)
+    workers = config.workers or (len(gpus) if gpus else default_workers(config.threads))
     executor = (
         RayExecutor(config.ray_address, settings, config.threads)
         if config.executor == "ray"
@@ -114,11 +131,25 @@ def run_discovery(
     return run_id
 
 
-def _task_spec(config: DiscoveryConfig) -> dict:
+def _task_spec(config: DiscoveryConfig, root: Path, log) -> dict:
     if config.task == "digits":
         return {"name": "digits", "epochs": config.epochs}
+    if config.judged:
+        from podisco.tasks.judged import JudgedTask, prepare_spec
+
+        if not config.train_config:
+            raise PodiscoError(f"--task {config.task} needs --train-config YAML (model, data, schedule)")
+        task = JudgedTask(
+            config.task,
+            config.train_config,
+            config.eval_data,
+            config.eval_limit,
+            config.max_new_tokens,
+            tuple(config.train_overrides),
+        )
+        return prepare_spec(task, root / "prepared", log)  # trusted: loads, checks and writes, before any candidate
     if config.task != "imdb":
-        raise PodiscoError(f"unknown discovery task {config.task!r}: imdb or digits")
+        raise PodiscoError(f"unknown discovery task {config.task!r}: imdb, digits, chat, alpaca or tldr")
     from podisco.tasks.imdb import cache_root, prepare
 
     prepare(config.preset, config.cache_dir or None)  # trusted: builds the caches once, before any candidate
@@ -126,7 +157,33 @@ def _task_spec(config: DiscoveryConfig) -> dict:
     return {"name": "imdb", "preset": config.preset, "cache_dir": cache, "steps": config.steps, "lr": config.lr}
 
 
-def _job_env(config: DiscoveryConfig, spec: dict) -> dict[str, str]:
+def _gpus(config: DiscoveryConfig) -> tuple[str, ...]:
+    """The GPUs jobs may use: only the judged tasks train models big enough to want them."""
+    if not config.judged or config.gpus in ("", "none"):
+        return ()
+    if config.gpus != "auto":
+        return tuple(g.strip() for g in config.gpus.split(",") if g.strip())
+    import torch
+
+    return tuple(str(i) for i in range(torch.cuda.device_count()))
+
+
+def _readonly_paths(spec: dict) -> tuple[str, ...]:
+    """What a bwrap'd worker reads besides the interpreter and the project: the task's prepared files."""
+    if spec["name"] == "imdb":
+        return (spec["cache_dir"],)
+    if spec["name"] == "digits":
+        return ()
+    from podisco.cache import cache_home
+    from podisco.tasks.judged import readonly_paths
+
+    # the reference log-probs, written by the trusted DPO reference runs, read by the candidates
+    reference_cache = cache_home().resolve() / "reference"
+    reference_cache.mkdir(parents=True, exist_ok=True)
+    return (*readonly_paths(spec), str(reference_cache))
+
+
+def _job_env(config: DiscoveryConfig, spec: dict, gpus: bool = False) -> dict[str, str]:
     env = {
         "OMP_NUM_THREADS": str(config.threads),
         "MKL_NUM_THREADS": str(config.threads),
@@ -137,6 +194,8 @@ def _job_env(config: DiscoveryConfig, spec: dict) -> dict[str, str]:
     from podisco.cache import cache_home
 
     env["PODISCO_CACHE"] = str(cache_home().resolve())
+    if gpus and os.environ.get("LD_LIBRARY_PATH"):  # where some machines keep libcuda; not a secret
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     return env
 
 
@@ -151,14 +210,28 @@ def _payload(state: RunState, seeds, **extra) -> dict:
     }
 
 
-# reference runs (IMDb: DPO with the same seeds), cached across runs of the same settings
+def _submit(executor, job: Job) -> Future:
+    """Run ``job``, unless its worker already finished (the run was killed, or the judge failed, after it):
+    then its result, kept by ``executors.execute`` outside the sandbox's folder, is used again."""
+    result = finished_result(job)
+    if result is None:
+        return executor.submit(job)
+    done: Future = Future()
+    done.set_result(result)
+    return done
+
+
+# reference runs (DPO with the same seeds, for the paired tasks), cached across runs of the same settings
+def _reference_key(state: RunState) -> str:
+    return code_hash(json.dumps({"task": state.task_spec, "beta": state.config.beta}, sort_keys=True))
+
+
 def _reference_path(state: RunState, seed: int) -> Path:
-    key = code_hash(json.dumps({"task": state.task_spec, "beta": state.config.beta}, sort_keys=True))
-    return state.root / "references" / f"{key}-seed{seed}.json"
+    return state.root / "references" / f"{_reference_key(state)}-seed{seed}.json"
 
 
 def _ensure_references(state: RunState, executor, seeds) -> None:
-    if state.config.task != "imdb":
+    if state.config.task == "digits":
         return
     missing = []
     for seed in seeds:
@@ -170,7 +243,8 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
 
     def submit(seed: int):
         payload = _payload(state, [seed], loss="sigmoid", name="dpo")
-        return executor.submit(Job(payload, str(state.root / "work" / f"reference-{seed}"), trusted=True))
+        workdir = state.root / "work" / f"reference-{_reference_key(state)}-{seed}"
+        return _submit(executor, Job(payload, str(workdir), trusted=True))
 
     # A reference run is trusted code: when it fails, the machine did (a killed worker, a full disk), so it is
     # tried again before the run gives up; a candidate's failure is the candidate's and is recorded instead.
@@ -184,6 +258,8 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
                 continue
             raise PodiscoError(f"the reference run (DPO, seed {seed}) failed {attempt} times: {result.get('error')}")
         row = result["per_seed"][0]
+        if state.config.judged:
+            row = judged_rows(state, [row], "the DPO reference run")[0]
         path = _reference_path(state, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
@@ -297,6 +373,8 @@ def _stage_threshold(state: RunState) -> float | None:
     ]
     if not full or state.config.stage1_seeds >= len(state.config.seeds):
         return None
+    if state.config.judged:  # the worker cannot score its own answers (no judge in the sandbox): no stages
+        return None
     return max(a.fitness for a in full) - state.config.promote_margin
 
 
@@ -322,7 +400,7 @@ def _dispatch(state: RunState, executor, generation: int, log) -> None:
             stage_threshold=threshold,
         )
         job = Job(payload, str(state.root / "work" / state.run_id / f"attempt-{a.id}"))
-        futures[executor.submit(job)] = a
+        futures[_submit(executor, job)] = a
     for future in as_completed(futures):
         attempt = futures[future]
         record(state, attempt, future.result())
@@ -350,13 +428,16 @@ def _reevaluate(state: RunState, executor, log) -> None:
     for a in top:
         new_seeds = [s for s in config.reevaluate_seeds if s not in (a.seeds or [])]
         payload = _payload(state, new_seeds, name=a.name, code=a.code, dedup=False)
-        futures[executor.submit(Job(payload, str(state.root / "work" / state.run_id / f"reeval-{a.id}")))] = a
+        futures[_submit(executor, Job(payload, str(state.root / "work" / state.run_id / f"reeval-{a.id}")))] = a
     for future in as_completed(futures):
         a, result = futures[future], future.result()
         if result.get("status") != "evaluated":
             log(f"re-evaluation of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
             continue
-        rows = a.metrics.get("per_seed", []) + result["per_seed"]
+        new_rows = result["per_seed"]
+        if state.config.judged:
+            new_rows = judged_rows(state, new_rows, f"the re-evaluation of {a.name}")
+        rows = a.metrics.get("per_seed", []) + new_rows
         mean, stderr = run_fitness(state, rows)
         state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], mean, stderr, {"per_seed": rows})
         log(f"re-evaluated {a.name} over {len(rows)} seeds: {mean:+.4f} +- {stderr or 0:.4f} (SE)")

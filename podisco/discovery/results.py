@@ -9,6 +9,11 @@ from podisco.discovery.config import RunState
 
 def record(state: RunState, attempt: Attempt, result: dict) -> None:
     status = result.get("status", "failed")
+    if state.config.judged and status == "evaluated":
+        from podisco.discovery.judging import judged_rows
+
+        what = f"attempt {attempt.id} ({attempt.name})"
+        result = {**result, "per_seed": judged_rows(state, result["per_seed"], what)}
     fields = {
         "error": result.get("error"),
         "fingerprint": result.get("fingerprint"),
@@ -37,15 +42,23 @@ def run_fitness(state: RunState, rows: list[dict]) -> tuple[float, float | None]
 
 def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:
     metrics = {"per_seed": rows, "promoted": result.get("promoted", True), "flags": result.get("flags")}
+    if state.config.task == "digits":
+        return metrics
+    last = [r.get("train", {}) for r in rows]
     if state.config.task == "imdb":
-        last = [r.get("train", {}) for r in rows]
-        metrics["dynamics"] = {
-            "reward": round(sum(r["reward"] for r in rows) / len(rows), 4),
-            "kl": round(sum(r["kl"] for r in rows) / len(rows), 4),
-            "final_margin": _mean_last(last, "rewards/margins"),
-            "final_accuracy": _mean_last(last, "rewards/accuracies"),
-        }
+        outcome = {"reward": _mean(rows, "reward"), "kl": _mean(rows, "kl")}
+    else:  # a failed judged attempt has answers but no score
+        outcome = {"judge_score": _mean(rows, "score")} if all("score" in r for r in rows) else {}
+    metrics["dynamics"] = {
+        **outcome,
+        "final_margin": _mean_last(last, "rewards/margins"),
+        "final_accuracy": _mean_last(last, "rewards/accuracies"),
+    }
     return metrics
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return round(sum(r[key] for r in rows) / len(rows), 4)
 
 
 def _mean_last(curves: list[dict], key: str) -> float | None:

@@ -61,7 +61,8 @@ class SandboxError(PodiscoError):
 class Limits:
     wall_s: float = 600.0  # the process group (and under bwrap the pid namespace) is killed after this
     cpu_s: int = 3600  # RLIMIT_CPU counts every thread: room for a few torch threads over the whole wall time
-    memory_mb: int = 8192  # RLIMIT_AS; torch reserves a lot of address space, so keep this generous
+    memory_mb: int = 8192  # RLIMIT_AS; torch reserves a lot of address space, so keep this generous; 0: none
+    # (a CUDA process maps far more address space than memory: GPU jobs run with 0)
     processes: int = 256  # RLIMIT_NPROC: not enforced for root (see the module docstring)
     file_mb: int = 256  # RLIMIT_FSIZE: any one file, stdout and stderr included
     open_files: int = 512
@@ -149,7 +150,14 @@ def _hidden_dirs() -> list[Path]:
     return hidden
 
 
-def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], probing: bool = False) -> list[str]:
+def gpu_devices() -> list[Path]:
+    """The NVIDIA device nodes a CUDA process opens (``--dev /dev`` gives the sandbox none of them)."""
+    return sorted(Path("/dev").glob("nvidia*")) + sorted(Path("/dev").glob("nvidia-caps/*"))
+
+
+def _bwrap_args(
+    workdir: Path, readonly_paths: Sequence[Path], probing: bool = False, devices: Sequence[Path] = ()
+) -> list[str]:
     user_flags = () if probing else (_bwrap_user_flags() or ())
     args = [
         *user_flags,
@@ -173,6 +181,8 @@ def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], probing: bool = F
     hidden = _hidden_dirs()
     for folder in hidden:
         args += ["--tmpfs", str(folder)]
+    for device in devices:  # a GPU job's device nodes, on top of the minimal /dev
+        args += ["--dev-bind", str(device), str(device)]
     # Mount back, read-only, what the child needs from the hidden folders (a pyenv under /root, a venv in /tmp).
     needed = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), _project_root(), *readonly_paths}
     for path in sorted({Path(p).resolve() for p in needed}):
@@ -189,7 +199,7 @@ def _limit_child(limits: Limits):
         mb = 1024 * 1024
         for which, value in (
             (resource.RLIMIT_CPU, limits.cpu_s),
-            (resource.RLIMIT_AS, limits.memory_mb * mb),
+            (resource.RLIMIT_AS, limits.memory_mb * mb if limits.memory_mb > 0 else resource.RLIM_INFINITY),
             (resource.RLIMIT_FSIZE, limits.file_mb * mb),
             (resource.RLIMIT_NOFILE, limits.open_files),
             (resource.RLIMIT_NPROC, limits.processes),
@@ -262,11 +272,13 @@ def run_sandboxed(
     isolation: str | None = None,
     readonly_paths: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
+    devices: Sequence[Path] = (),
 ) -> SandboxResult:
     """Run ``argv`` in ``workdir`` at ``isolation`` (default: the strongest available) within ``limits``.
 
     ``env`` defaults to ``scrubbed_env()``; whatever is given, nothing else of this process's environment goes
-    in. The child's stdout and stderr are ``workdir/.stdout`` and ``workdir/.stderr``.
+    in. The child's stdout and stderr are ``workdir/.stdout`` and ``workdir/.stderr``. ``devices`` (GPU nodes,
+    ``gpu_devices()``) are bound into the bwrap sandbox; the weaker levels see every device anyway.
     """
     level = isolation or detect_isolation()
     if level not in ISOLATION_LEVELS:
@@ -279,7 +291,7 @@ def run_sandboxed(
     child_env.setdefault("TMPDIR", str(workdir / "tmp"))
     child_env[_TOKEN_VAR] = token
     if level == "bwrap":
-        command = ["bwrap", *_bwrap_args(workdir, readonly_paths), *argv]
+        command = ["bwrap", *_bwrap_args(workdir, readonly_paths, devices=devices), *argv]
     elif level == "unshare":
         command = ["unshare", "-n", *argv]
     else:

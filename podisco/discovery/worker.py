@@ -92,6 +92,16 @@ def _train_imdb(job: dict, loss_fn, seed: int, workdir: Path) -> dict[str, Any]:
     return row
 
 
+def _train_judged(job: dict, loss_fn, seed: int, workdir: Path) -> dict[str, Any]:
+    """Train and answer only: the parent judges the answers (the worker has no network and no key)."""
+    from podisco.tasks.judged import train_and_answer
+
+    out = workdir / f"seed-{seed}"
+    row = train_and_answer(job["task"], job.get("loss") or job["name"], job["beta"], seed, out, loss_fn, log=print)
+    row["train"] = _training_curve(out / "metrics.jsonl")
+    return row
+
+
 def _train_digits(job: dict, loss_fn, seed: int) -> dict[str, Any]:
     from podisco.losses.classification import get_classification_loss
     from podisco.tasks.digits import DigitsConfig, load_splits, train_once
@@ -142,8 +152,10 @@ def run_job(job: dict, workdir: Path) -> dict[str, Any]:
         try:
             if classification:
                 rows.append(_train_digits(job, loss_fn, seed))
-            else:
+            elif task == "imdb":
                 rows.append(_train_imdb(job, loss_fn, seed, workdir))
+            else:
+                rows.append(_train_judged(job, loss_fn, seed, workdir))
         except Exception as error:
             return {**result, "status": "failed", "error": f"seed {seed}: {_error_text(error)}", "per_seed": rows}
         if stage1 and len(rows) == stage1 and job.get("stage_threshold") is not None:

@@ -13,8 +13,7 @@ from podisco.data import load_rows
 from podisco.errors import PodiscoError
 from podisco.tasks.generation import chat_prompt, generate
 from podisco.tasks.judge import Judge
-from podisco.tasks.pairwise import judge_pairs, length_controlled_win_rate, win_rate
-from podisco.tasks.tldr import WinRate
+from podisco.tasks.pairwise import WinRate, compare
 
 NAME = "alpaca"
 VERSION = "1"
@@ -39,19 +38,29 @@ def load_instructions(source: str = HUB_INSTRUCTIONS, limit: int = 0) -> list[di
     return rows[:limit] if limit else rows
 
 
+def answer_instructions(model, tokenizer, rows: list[dict], max_new_tokens: int = 256, seed: int = 0) -> list[str]:
+    prompts = [chat_prompt(tokenizer, [{"role": "user", "content": r["instruction"]}]) for r in rows]
+    return generate(model, tokenizer, prompts, max_new_tokens, seed)
+
+
+def reference_outputs(rows: list[dict]) -> list[str]:
+    if not all(isinstance(r.get("output"), str) for r in rows):
+        missing = next(i for i, r in enumerate(rows) if not isinstance(r.get("output"), str))
+        raise PodiscoError(
+            f"AlpacaEval needs reference outputs: row {missing} has no 'output' text (or use --reference-model)"
+        )
+    return [r["output"] for r in rows]
+
+
+def rate_outputs(judge: Judge, rows: list[dict], outputs: list[str], references: list[str], against: str, seed=0):
+    return compare(judge, [r["instruction"] for r in rows], outputs, references, against, seed)
+
+
 def evaluate_alpaca(
     model, tokenizer, rows: list[dict], judge: Judge, reference_model=None, max_new_tokens: int = 256, seed: int = 0
 ) -> WinRate:
-    prompts = [chat_prompt(tokenizer, [{"role": "user", "content": r["instruction"]}]) for r in rows]
-    outputs = generate(model, tokenizer, prompts, max_new_tokens, seed)
+    outputs = answer_instructions(model, tokenizer, rows, max_new_tokens, seed)
     if reference_model is not None:
-        references, against = generate(reference_model, tokenizer, prompts, max_new_tokens, seed), "reference model"
-    elif all(isinstance(r.get("output"), str) for r in rows):
-        references, against = [r["output"] for r in rows], "reference outputs"
-    else:
-        raise PodiscoError("AlpacaEval needs reference outputs: an 'output' field in every row, or --reference-model")
-    instructions = [r["instruction"] for r in rows]
-    prefs = judge_pairs(judge, instructions, outputs, references, seed)
-    rate, se = win_rate(prefs)
-    lc, lc_se = length_controlled_win_rate(prefs, [len(o) for o in outputs], [len(r) for r in references], seed=seed)
-    return WinRate(against, rate, se, lc, lc_se, sum(p is not None for p in prefs))
+        references = answer_instructions(reference_model, tokenizer, rows, max_new_tokens, seed)
+        return rate_outputs(judge, rows, outputs, references, "reference model", seed)
+    return rate_outputs(judge, rows, outputs, reference_outputs(rows), "reference outputs", seed)

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from podisco.cache import atomic_output, cache_home
 from podisco.errors import PodiscoError
-from podisco.llm_client import ChatClient, LLMSettings
+from podisco.llm_client import ChatClient, LLMSettings, llm_configured, settings_from_env
 
 
 class JudgeFormatError(PodiscoError, ValueError):
@@ -86,12 +86,14 @@ class Judge:
         return reply.text
 
     def _parsed(self, parse: Callable[[str], T], system: str, prompt: str) -> T | None:
-        """The parsed reply, or None (counted, reason kept) when the judge's reply is malformed."""
+        """The parsed reply, or None (counted, reason kept) when the judge's reply is malformed. A malformed
+        reply leaves the cache, so that judging again asks again instead of repeating the same failure."""
         try:
             return parse(self.ask(system, prompt))
         except JudgeFormatError as error:
             self.stats.malformed += 1
             self.stats.errors.append(str(error))
+            self._path(system, prompt).unlink(missing_ok=True)
             return None
 
     def rating(self, system: str, prompt: str) -> float | None:
@@ -101,3 +103,16 @@ class Judge:
     def verdict(self, system: str, prompt: str) -> str | None:
         """'A', 'B' or 'C', or None when the reply is malformed."""
         return self._parsed(parse_verdict, system, prompt)
+
+
+def make_judge(model: str | None = None, base_url: str | None = None, cache_dir: str | Path | None = None) -> Judge:
+    """A judge from arguments or ``PODISCO_LLM_MODEL`` / ``PODISCO_LLM_BASE_URL``, grading at temperature 0;
+    refuses at once (not after hours of training) when no call could succeed."""
+    settings = settings_from_env(model, base_url)
+    settings.temperature = 0.0  # grading should not be a lottery
+    if not llm_configured(settings):
+        raise PodiscoError(
+            f"no usable LLM judge: {settings.base_url} needs ${settings.api_key_env}; or name a local "
+            "OpenAI-compatible server with --judge-base-url (and --judge-model)"
+        )
+    return Judge(settings, cache_dir or None)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from podisco.errors import PodiscoError
 from podisco.tasks.judge import Judge
 
 JUDGE_SYSTEM = "You are a careful, impartial judge comparing two AI assistants' responses."
@@ -94,3 +96,26 @@ def length_controlled_win_rate(
         idx = rng.integers(0, len(y), len(y))
         samples.append(1 / (1 + math.exp(-_fit_intercept(y[idx], x[idx]))))
     return lc, float(np.std(samples, ddof=1))
+
+
+@dataclass
+class WinRate:
+    against: str
+    win_rate: float
+    stderr: float
+    length_controlled: float
+    lc_stderr: float
+    judged: int
+
+
+def compare(
+    judge: Judge, instructions: Sequence[str], mine: Sequence[str], theirs: Sequence[str], against: str, seed: int = 0
+) -> WinRate:
+    """Raw and length-controlled win rate of ``mine`` over ``theirs``, judged pairwise in randomised order."""
+    prefs = judge_pairs(judge, instructions, mine, theirs, seed)
+    judged = sum(p is not None for p in prefs)
+    if not judged:
+        raise PodiscoError(f"the judge gave no usable verdict on {len(prefs)} comparisons (every reply malformed)")
+    rate, se = win_rate(prefs)
+    lc, lc_se = length_controlled_win_rate(prefs, [len(m) for m in mine], [len(t) for t in theirs], seed=seed)
+    return WinRate(against, rate, se, lc, lc_se, judged)

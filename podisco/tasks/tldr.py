@@ -9,13 +9,12 @@ rows with ``prompt`` (the post) and ``label`` or ``summary`` (the human referenc
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from podisco.data import load_rows
 from podisco.errors import PodiscoError
 from podisco.tasks.generation import generate
 from podisco.tasks.judge import Judge
-from podisco.tasks.pairwise import judge_pairs, length_controlled_win_rate, win_rate
+from podisco.tasks.pairwise import WinRate, compare
 
 NAME = "tldr"
 VERSION = "1"
@@ -58,31 +57,21 @@ def load_posts(source: str = HUB_POSTS, limit: int = 0, split: str = "test") -> 
     return posts[:limit] if limit else posts
 
 
-@dataclass
-class WinRate:
-    against: str
-    win_rate: float
-    stderr: float
-    length_controlled: float
-    lc_stderr: float
-    judged: int
+def summarise(model, tokenizer, posts: list[dict], max_new_tokens: int = 64, seed: int = 0) -> list[str]:
+    return generate(model, tokenizer, [p["prompt"] for p in posts], max_new_tokens, seed)
 
 
-def _rate(judge: Judge, posts: list[dict], mine: list[str], theirs: list[str], against: str, seed: int) -> WinRate:
-    prefs = judge_pairs(judge, [f"{INSTRUCTION}\n\n{p['prompt']}" for p in posts], mine, theirs, seed)
-    rate, se = win_rate(prefs)
-    lc, lc_se = length_controlled_win_rate(prefs, [len(m) for m in mine], [len(t) for t in theirs], seed=seed)
-    return WinRate(against, rate, se, lc, lc_se, sum(p is not None for p in prefs))
+def rate_summaries(judge: Judge, posts: list[dict], mine: list[str], theirs: list[str], against: str, seed: int = 0):
+    return compare(judge, [f"{INSTRUCTION}\n\n{p['prompt']}" for p in posts], mine, theirs, against, seed)
 
 
 def evaluate_tldr(
     model, tokenizer, posts: list[dict], judge: Judge, sft_model=None, max_new_tokens: int = 64, seed: int = 0
 ) -> list[WinRate]:
     """Win rate against the human references, and against the SFT model's summaries when given."""
-    prompts = [p["prompt"] for p in posts]
-    summaries = generate(model, tokenizer, prompts, max_new_tokens, seed)
-    rates = [_rate(judge, posts, summaries, [p["reference"] for p in posts], "human reference", seed)]
+    summaries = summarise(model, tokenizer, posts, max_new_tokens, seed)
+    rates = [rate_summaries(judge, posts, summaries, [p["reference"] for p in posts], "human reference", seed)]
     if sft_model is not None:
-        baseline = generate(sft_model, tokenizer, prompts, max_new_tokens, seed)
-        rates.append(_rate(judge, posts, summaries, baseline, "SFT model", seed))
+        baseline = summarise(sft_model, tokenizer, posts, max_new_tokens, seed)
+        rates.append(rate_summaries(judge, posts, summaries, baseline, "SFT model", seed))
     return rates

@@ -84,6 +84,7 @@ class TrainConfig:
     logprob_chunk_tokens: int = 8192  # lm_head is applied to at most this many tokens at a time
     log_every: int = 1
     save_every: int = 0  # steps between checkpoints; 0: only at the end
+    save_model: bool = True  # False: no end checkpoint, no final/ weights (a discovery worker answers from memory)
     report_to: str = "none"  # "none" | "tensorboard" | "wandb"
 
     def validate(self) -> None:

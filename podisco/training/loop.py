@@ -236,10 +236,11 @@ def run_training(
     finally:
         bar.close()
         loggers.close()
-    _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, tokenizer)
-    accelerator.wait_for_everyone()
-    if main:
-        _save_pretrained(accelerator, scorer, tokenizer, output_dir / "final")
+    if config.save_model:
+        _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, tokenizer)
+        accelerator.wait_for_everyone()
+        if main:
+            _save_pretrained(accelerator, scorer, tokenizer, output_dir / "final")
     return TrainResult(output_dir, step, history)
 
 

@@ -1,0 +1,121 @@
+"""Discovery on an LLM-judged task at tiny scale: sandboxed workers train a tiny model from a TrainConfig YAML
+and answer the questions; the parent judges the answers through a loopback judge. A judge that fails stops the
+run with the answers kept, and --resume judges them without training again."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from podisco.discovery.archive import Archive
+from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.errors import PodiscoError
+from podisco.models import build_tiny_gpt2
+from tests.discovery.fake_llm_server import FakeLLMServer, status
+from tests.tasks.test_judged import fake_judge
+from tests.training.tiny import make_rows, make_tokenizer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chat_setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("chat-task")
+    tokenizer = make_tokenizer()
+    model = build_tiny_gpt2(len(tokenizer), n_layer=1, n_embd=16, n_head=2, n_positions=128)
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    (folder / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in make_rows(24, seed=5)))
+    questions = [
+        {"question_id": 1, "category": "writing", "turns": ["the movie was", "and the plot"]},
+        {"question_id": 2, "category": "roleplay", "turns": ["a good story"]},
+    ]
+    (folder / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    train = {
+        "model": str(folder / "model"),
+        "data": {"path": str(folder / "pairs.jsonl"), "max_length": 64},
+        "optim": {"lr": 0.05, "warmup_ratio": 0.0},
+        "batch_size": 8,
+        "max_steps": 3,
+        "precision": "fp32",
+    }
+    (folder / "train.yaml").write_text(yaml.safe_dump(train))
+    return folder
+
+
+def _config(folder: Path, judge_url: str, cache: Path, **extra) -> DiscoveryConfig:
+    values = dict(
+        task="chat",
+        train_config=str(folder / "train.yaml"),
+        eval_data=str(folder / "questions.jsonl"),
+        max_new_tokens=6,
+        judge_model="fake-judge",
+        judge_base_url=judge_url,
+        judge_cache=str(cache),
+        proposer="evolve",
+        generations=1,
+        population=2,
+        workers=2,
+        seeds=(0,),
+        reevaluate_top=1,
+        reevaluate_seeds=(0, 1),
+        wall_s=300,
+    )
+    return DiscoveryConfig(**{**values, **extra})
+
+
+def test_chat_discovery_trains_in_the_sandbox_and_judges_in_the_parent(chat_setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PODISCO_CACHE", str(tmp_path / "cache"))  # the reference log-probs land here
+    with FakeLLMServer(default=fake_judge) as server:
+        config = _config(chat_setup, server.base_url, tmp_path / "judge")
+        run_id = run_discovery(config, tmp_path / "runs", log=lambda message: None)
+        asked = len(server.requests)
+    archive = Archive(tmp_path / "runs" / "archive.sqlite")
+    attempts = archive.attempts(run_id)
+    assert [a.name for a in attempts if a.generation == 0] == ["dpo", "slic", "ipo", "kto"]
+    evaluated = [a for a in attempts if a.status == "evaluated"]
+    assert len(evaluated) >= 4 and all(a.fitness is not None for a in evaluated)
+    reference = json.loads(next((tmp_path / "runs" / "references").glob("*-seed0.json")).read_text())
+    assert 1 <= reference["score"] <= 10 and reference["judged"] == 3  # 2 questions: 2 + 1 turns graded
+    for a in evaluated:  # fitness = this loss's judged score - DPO's, same training seed
+        row = a.metrics["per_seed"][0]
+        assert len(row["answers"]) == 2 and len(row["answers"][0]) == 2
+        assert a.fitness == pytest.approx(row["score"] - reference["score"])
+        assert a.metrics["dynamics"]["judge_score"] == pytest.approx(row["score"], abs=1e-4)
+    dpo = next(a for a in attempts if a.name == "dpo")
+    assert dpo.metrics["per_seed"][0]["answers"] == reference["answers"]  # same loss, same seed, same answers
+    assert dpo.fitness == 0.0
+    assert all(s["isolation"] == a.timings["sandbox"]["isolation"] for a in evaluated for s in [a.timings["sandbox"]])
+    (reevaluated,) = archive.reevaluations(run_id)
+    assert reevaluated["seeds"] == [0, 1]
+    # every grade is now cached: judging the same answers again costs no request
+    assert asked > 0 and all("response_format" not in r.json for r in server.requests)
+
+
+def test_a_failing_judge_stops_the_run_and_resume_judges_without_training_again(chat_setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PODISCO_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "runs"
+    with FakeLLMServer([status(401, '{"error": {"message": "invalid api key"}}')]) as server:
+        config = _config(chat_setup, server.base_url, tmp_path / "judge", generations=0, reevaluate_top=0)
+        with pytest.raises(
+            PodiscoError,
+            match=r"(?s)judging the DPO reference run \(seed 0\) failed: .*invalid api key.*--resume --run r1",
+        ):
+            run_discovery(config, root, run_id="r1", log=lambda message: None)
+    (finished,) = (root / "work").glob("reference-*.finished.json")
+    kept = finished.stat().st_mtime_ns
+    with FakeLLMServer(default=fake_judge) as working:  # --resume with another judge endpoint
+        config = _config(chat_setup, working.base_url, tmp_path / "judge", generations=0, reevaluate_top=0)
+        run_discovery(config, root, run_id="r1", resume=True, log=lambda message: None)
+    assert finished.stat().st_mtime_ns == kept  # the reference's worker did not run again
+    attempts = Archive(root / "archive.sqlite").attempts("r1")
+    assert {a.status for a in attempts} == {"evaluated"} and len(attempts) == 4
+
+
+def test_a_judged_task_without_a_usable_judge_is_refused_before_training(chat_setup, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = _config(chat_setup, "https://judge.example.com/v1", tmp_path / "judge")
+    with pytest.raises(PodiscoError, match="no usable LLM judge"):
+        run_discovery(config, tmp_path / "runs", log=lambda message: None)
+    assert not list((tmp_path / "runs").glob("work/*"))
