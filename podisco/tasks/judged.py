@@ -156,7 +156,8 @@ def train_and_answer(
 
     config = train_config(spec, loss, beta, seed, output_dir)
     result, model, tokenizer = train_from_config(config, loss_fn, log=log)
-    return {"seed": seed, "steps": result.steps, "answers": answer(spec, model, tokenizer, seed)}
+    device = str(next(model.parameters()).device)
+    return {"seed": seed, "steps": result.steps, "device": device, "answers": answer(spec, model, tokenizer, seed)}
 
 
 def score_answers(spec: dict, answers: Sequence, judge, seed: int) -> dict[str, float]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from podisco.discovery.archive import Archive
@@ -119,3 +120,20 @@ def test_a_judged_task_without_a_usable_judge_is_refused_before_training(chat_se
     with pytest.raises(PodiscoError, match="no usable LLM judge"):
         run_discovery(config, tmp_path / "runs", log=lambda message: None)
     assert not list((tmp_path / "runs").glob("work/*"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_jobs_train_and_answer_on_their_gpu_inside_the_sandbox(chat_setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PODISCO_CACHE", str(tmp_path / "cache"))
+    with FakeLLMServer(default=fake_judge) as server:
+        config = _config(
+            chat_setup, server.base_url, tmp_path / "judge", generations=0, reevaluate_top=0, workers=0, gpus="auto"
+        )
+        config.train_overrides = ("precision=bf16",)
+        run_id = run_discovery(config, tmp_path / "runs", log=print)
+    attempts = Archive(tmp_path / "runs" / "archive.sqlite").attempts(run_id)
+    for a in attempts:
+        row = a.metrics["per_seed"][0]
+        print(f"{a.name}: {a.status} on {row['device']} ({a.timings['sandbox']}), fitness {a.fitness:+.3f}")
+    assert {a.status for a in attempts} == {"evaluated"}
+    assert all(a.metrics["per_seed"][0]["device"].startswith("cuda") for a in attempts)
