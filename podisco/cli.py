@@ -266,6 +266,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if any(b <= 0 for b in betas):
         print(f"podisco: error: betas must be positive, got {betas}", file=sys.stderr)
         return 2
+    if args.task != "imdb":
+        from podisco.cli_judged import cmd_sweep_judged
+
+        return cmd_sweep_judged(args, losses, loss_fns, betas)
     task = prepare(args.preset, args.cache_dir)
     base = ImdbTrainSettings(steps=args.steps)
     base.lr = args.lr or base.lr
@@ -351,11 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_task_imdb)
 
     from podisco.cli_judged import add_commands as add_judged_tasks
+    from podisco.cli_judged import add_judged_task_arguments
 
     add_judged_tasks(task_sub)
 
     p = commands.add_parser("sweep", help="train every (loss, beta, seed) on a task; CSV and reward-vs-KL frontier")
-    p.add_argument("--task", default="imdb", choices=["imdb"])
+    p.add_argument("--task", default="imdb", choices=["imdb", "chat", "alpaca", "tldr"])
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
     p.add_argument("--losses", default="sigmoid,hinge,discopop")
     p.add_argument("--betas", default="0.025,0.05,0.1,0.25")
@@ -364,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="default: the task's (ImdbTrainSettings.lr)")
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/sweep")
+    add_judged_task_arguments(p)
     p.set_defaults(func=cmd_sweep)
 
     from podisco.cli_discovery import add_commands

@@ -158,6 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
+    from podisco.cli_judged import add_judged_task_arguments
+
     p = commands.add_parser("discover", help="LLM-driven (or evolutionary) discovery of new losses")
     p.add_argument("--task", default="imdb", choices=["imdb", "digits", "chat", "alpaca", "tldr"])
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
@@ -180,16 +182,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--isolation", default="auto", choices=["auto", "bwrap", "unshare", "process"])
     p.add_argument("--allow-weak-isolation", dest="allow_weak_isolation", action="store_true")
     p.add_argument("--wall-s", dest="wall_s", type=float, default=0.0, help="per job; 0: 900 s, judged tasks 6 h")
-    judged = p.add_argument_group("LLM-judged tasks (chat, alpaca, tldr): workers train and answer, the judge scores")
-    judged.add_argument("--train-config", dest="train_config", help="TrainConfig YAML: model, data, schedule")
-    judged.add_argument("--train-override", dest="train_override", action="append", help="TrainConfig key=value")
-    judged.add_argument("--eval-data", dest="eval_data", help="questions / instructions / posts (JSONL or hub id)")
-    judged.add_argument("--eval-limit", dest="eval_limit", type=int, default=0, help="evaluation prompts (0: all)")
-    judged.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
-    judged.add_argument("--judge-model", dest="judge_model", help="judge model (also $PODISCO_LLM_MODEL)")
-    judged.add_argument("--judge-base-url", dest="judge_base_url", help="OpenAI-compatible endpoint of the judge")
-    judged.add_argument("--judge-cache", dest="judge_cache", help="judge reply cache (default ~/.cache/podisco/judge)")
-    judged.add_argument("--gpus", default="auto", help="auto (every visible GPU, one job each), none, or 0,1,...")
+    add_judged_task_arguments(p)
+    p.add_argument("--gpus", default="auto", help="auto (every visible GPU, one job each), none, or 0,1,...")
     p.add_argument("--seed", type=int, default=0, help="random seed of the evolve proposer")
     p.add_argument("--root", default=DEFAULT_ROOT, help="where the archive and work files live")
     p.add_argument("--run", help="run id (to resume, or to name a new run)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _judge(args: argparse.Namespace):
@@ -93,3 +94,50 @@ def add_commands(task_sub: argparse._SubParsersAction) -> None:
     common(p, "--posts", HUB_POSTS)
     p.add_argument("--sft-model", dest="sft_model", help="also compare with this model's summaries")
     p.set_defaults(func=cmd_tldr)
+
+
+def add_judged_task_arguments(p: argparse.ArgumentParser) -> None:
+    """What ``discover`` and ``sweep`` need for chat/alpaca/tldr: the training setup, the prompts, the judge."""
+    g = p.add_argument_group("LLM-judged tasks (chat, alpaca, tldr): train, answer the prompts, an LLM judges")
+    g.add_argument("--train-config", dest="train_config", help="TrainConfig YAML: model, data, schedule")
+    g.add_argument("--train-override", dest="train_override", action="append", help="TrainConfig key=value")
+    g.add_argument("--eval-data", dest="eval_data", help="questions / instructions / posts (JSONL or hub id)")
+    g.add_argument("--eval-limit", dest="eval_limit", type=int, default=0, help="evaluation prompts (0: all)")
+    g.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256)
+    g.add_argument("--judge-model", dest="judge_model", help="judge model (also $PODISCO_LLM_MODEL)")
+    g.add_argument("--judge-base-url", dest="judge_base_url", help="OpenAI-compatible endpoint of the judge")
+    g.add_argument("--judge-cache", dest="judge_cache", help="judge reply cache (default ~/.cache/podisco/judge)")
+
+
+def judged_task(args: argparse.Namespace):
+    from podisco.errors import PodiscoError
+    from podisco.tasks.judged import JudgedTask
+
+    if not args.train_config:
+        raise PodiscoError(f"--task {args.task} needs --train-config YAML (model, data, schedule)")
+    return JudgedTask(
+        args.task,
+        args.train_config,
+        args.eval_data or "",
+        args.eval_limit,
+        args.max_new_tokens,
+        tuple(args.train_override or ()),
+    )
+
+
+def cmd_sweep_judged(args: argparse.Namespace, losses: list[str], loss_fns: dict, betas: list[float]) -> int:
+    from podisco.cli import _table
+    from podisco.tasks.judged import SCORE_MEANING, prepare_spec, summarise, sweep
+
+    judge = _judge(args)  # refused now, before any training, if no call could succeed
+    spec = prepare_spec(judged_task(args), Path(args.out) / "prepared")
+    rows = sweep(spec, losses, betas, range(args.seeds), args.out, judge, loss_fns)
+    summary = summarise(rows)
+    table = [
+        (loss, f"{max(by.values()):.4f}", "  ".join(f"b={b:g}: {v:.3f}" for b, v in by.items()))
+        for loss, by in sorted(summary.items(), key=lambda item: -max(item[1].values()))
+    ]
+    print(_table(table, ("loss", "best", f"{SCORE_MEANING[args.task]} per beta")))
+    _report(judge)
+    print(f"wrote {Path(args.out) / 'sweep.csv'}")
+    return 0

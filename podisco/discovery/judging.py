@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from podisco.discovery.config import DiscoveryConfig, RunState
 from podisco.errors import PodiscoError
-from podisco.llm_client import LLMError
 
 
 def make(config: DiscoveryConfig):
@@ -32,7 +31,7 @@ def judged_rows(state: RunState, rows: list[dict], what: str) -> list[dict]:
     for row in rows:
         try:
             scores = score_answers(state.task_spec, row["answers"], judge(state), int(row["seed"]))
-        except (LLMError, PodiscoError) as error:  # unreachable, or not one usable verdict: the judge's fault
+        except PodiscoError as error:  # LLMError (unreachable, refused) or not one usable verdict: the judge's
             raise PodiscoError(
                 f"judging {what} (seed {row['seed']}) failed: {error}\n"
                 f"the trained answers are kept; podisco discover --resume --run {state.run_id} judges them "

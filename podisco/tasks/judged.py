@@ -19,6 +19,7 @@ tldr = win rate against the human reference summaries (the paper's Table 3).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -178,3 +179,67 @@ def score_answers(spec: dict, answers: Sequence, judge, seed: int) -> dict[str, 
         rate = tldr.rate_summaries(judge, rows, list(answers), [r["reference"] for r in rows], "human reference", seed)
         score, stderr = rate.win_rate, rate.stderr
     return {"score": score, "stderr": stderr, "judged": rate.judged, "win_rate": rate.win_rate}
+
+
+SWEEP_FIELDS = ("loss", "beta", "seed", "score", "stderr", "judged")
+
+
+def sweep(
+    spec: dict,
+    losses: Sequence[str],
+    betas: Sequence[float],
+    seeds: Sequence[int],
+    out: str | Path,
+    judge,
+    loss_fns: dict[str, LossFn] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Every (loss, beta, seed): train and answer, then judge; ``sweep.csv`` at the end. Each cell keeps its
+    answers as soon as they exist and its scores once judged (``cells/<spec hash>/``), so an interrupted sweep,
+    or one whose judge failed, resumes without training again."""
+    out = Path(out)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    rows = []
+    for loss in losses:
+        for beta in betas:
+            for seed in seeds:
+                cell = out / "cells" / key / f"{loss}-{beta:g}-seed{seed}.json"
+                done = json.loads(cell.read_text()) if cell.exists() else {}
+                if "answers" not in done:
+                    run_dir = out / "runs" / f"{loss}-{beta:g}-seed{seed}"
+                    fn = (loss_fns or {}).get(loss)
+                    done = train_and_answer(spec, loss, beta, seed, run_dir, fn, log=lambda _: None)
+                    _write_cell(cell, done)  # the answers survive a judge that fails next
+                if "score" not in done:
+                    try:
+                        done = {**done, **score_answers(spec, done["answers"], judge, seed)}
+                    except PodiscoError as error:  # LLMError too: unreachable, refused, or no usable verdict
+                        raise PodiscoError(
+                            f"judging {loss} beta={beta:g} seed={seed} failed: {error}\nits answers are kept in "
+                            f"{cell}; the same sweep again judges them without training"
+                        ) from error
+                    _write_cell(cell, done)
+                rows.append({"loss": loss, "beta": beta, "seed": seed, **{k: done[k] for k in SWEEP_FIELDS[3:]}})
+                log(f"{loss} beta={beta:g} seed={seed}: score {done['score']:.4f} ({done['judged']} judged)")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "sweep.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SWEEP_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _write_cell(path: Path, values: dict) -> None:
+    from podisco.cache import atomic_output
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(values))
+
+
+def summarise(rows: Sequence[dict]) -> dict[str, dict[float, float]]:
+    """Per loss: the mean score per beta over seeds."""
+    cells: dict[str, dict[float, list[float]]] = {}
+    for row in rows:
+        cells.setdefault(row["loss"], {}).setdefault(float(row["beta"]), []).append(float(row["score"]))
+    return {loss: {b: sum(v) / len(v) for b, v in sorted(by.items())} for loss, by in cells.items()}

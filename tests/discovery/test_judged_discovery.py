@@ -122,6 +122,16 @@ def test_a_judged_task_without_a_usable_judge_is_refused_before_training(chat_se
     assert not list((tmp_path / "runs").glob("work/*"))
 
 
+def test_cli_discover_takes_the_judged_task_arguments(chat_setup, tmp_path, monkeypatch, capsys):
+    from podisco.cli import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    argv = ["discover", "--task", "chat", "--train-config", str(chat_setup / "train.yaml"), "--root", str(tmp_path)]
+    argv += ["--eval-data", str(chat_setup / "questions.jsonl"), "--judge-base-url", "https://judge.example.com/v1"]
+    assert main(argv) == 2
+    assert "no usable LLM judge: https://judge.example.com/v1 needs $OPENAI_API_KEY" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_jobs_train_and_answer_on_their_gpu_inside_the_sandbox(chat_setup, tmp_path, monkeypatch):
     monkeypatch.setenv("PODISCO_CACHE", str(tmp_path / "cache"))
