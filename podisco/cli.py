@@ -208,7 +208,13 @@ def cmd_task_digits(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_task_imdb_prepare(args: argparse.Namespace) -> int:
+def cmd_task_prepare(args: argparse.Namespace) -> int:
+    if args.name == "tldr":
+        from podisco.tasks.tldr import HUB_PAIRS, load_pairs, write_pairs
+
+        pairs = load_pairs(args.source or HUB_PAIRS, args.fraction, args.seed)
+        print(f"wrote {len(pairs)} pairs (fraction {args.fraction:g}) to {write_pairs(pairs, args.output)}")
+        return 0
     from podisco.tasks.imdb import prepare
 
     task = prepare(args.preset, args.cache_dir)
@@ -338,10 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_task_digits)
 
     p = task_sub.add_parser("prepare", help="build and cache what a task needs (tokenizer, SFT model, scorers, pairs)")
-    p.add_argument("name", choices=["imdb"])
+    p.add_argument("name", choices=["imdb", "tldr"])
     p.add_argument("--preset", default="default", choices=["tiny", "default", "paper"])
     p.add_argument("--cache-dir", dest="cache_dir")
-    p.set_defaults(func=cmd_task_imdb_prepare)
+    p.add_argument("--fraction", type=float, default=0.1, help="tldr: share of the comparisons (the paper: 10%%)")
+    p.add_argument("--source", help="tldr: comparisons (JSONL or hub id; default the CarperAI comparisons)")
+    p.add_argument("--seed", type=int, default=0, help="tldr: which fraction")
+    p.add_argument("-o", "--output", default="data/tldr_pairs.jsonl", help="tldr: the JSONL written")
+    p.set_defaults(func=cmd_task_prepare)
     p = task_sub.add_parser("imdb", help="train one loss at one beta on the IMDb pairs; reward and KL")
     p.add_argument("--loss", default="sigmoid")
     p.add_argument("--beta", type=float, default=0.05)

@@ -89,9 +89,23 @@ def _table(attempts: Sequence[Attempt]) -> str:
             f"<p><b>Thought</b></p><pre>{text(a.thought)}</pre>"
             f'<p><b>Code</b></p><pre class="code">{highlight(a.code)}</pre>'
             + (f"<p><b>Error</b></p><pre>{text(a.error)}</pre>" if a.error else "")
+            + _answers(a)
             + "</td></tr>"
         )
     return f'<table id="attempts"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _answers(a: Attempt, shown: int = 3) -> str:
+    """A judged task's first answers (seed of the first row), so a score can be read against what was said."""
+    rows = (a.metrics or {}).get("per_seed") or []
+    answers = rows[0].get("answers") if rows else None
+    if not answers:
+        return ""
+    items = "".join(
+        f"<li><pre>{text(chr(10).join(x) if isinstance(x, list) else x)}</pre></li>" for x in answers[:shown]
+    )
+    title = f"Answers (seed {rows[0].get('seed')}, {min(shown, len(answers))} of {len(answers)})"
+    return f"<p><b>{text(title)}</b></p><ol>{items}</ol>"
 
 
 def _lineage(best: Attempt, by_id: dict[int, Attempt]) -> str:

@@ -8,7 +8,9 @@ rows with ``prompt`` (the post) and ``label`` or ``summary`` (the human referenc
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 from podisco.data import load_rows
 from podisco.errors import PodiscoError
@@ -29,6 +31,20 @@ def as_prompt(post: str) -> str:
     return post if post.rstrip().endswith("TL;DR:") else f"{post}\nTL;DR:"
 
 
+def _summary(text: str) -> str:
+    """The completion after the prompt's "TL;DR:" (the hub's summaries repeat that marker; drop it once)."""
+    text = text.strip()
+    return " " + (text.removeprefix("TL;DR:").strip() if text.startswith("TL;DR:") else text)
+
+
+def write_pairs(pairs: list[dict], path: str | Path) -> Path:
+    """The pairs as JSONL, for a TrainConfig's data.path (``podisco task prepare tldr``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return path
+
+
 def load_pairs(source: str = HUB_PAIRS, fraction: float = 1.0, seed: int = 0, split: str = "train") -> list[dict]:
     rows = load_rows(source, split)
     pairs = []
@@ -38,8 +54,8 @@ def load_pairs(source: str = HUB_PAIRS, fraction: float = 1.0, seed: int = 0, sp
         pairs.append(
             {
                 "prompt": as_prompt(row["prompt"]),
-                "chosen": " " + row["chosen"].strip(),
-                "rejected": " " + row["rejected"].strip(),
+                "chosen": _summary(row["chosen"]),
+                "rejected": _summary(row["rejected"]),
             }
         )
     random.Random(seed).shuffle(pairs)

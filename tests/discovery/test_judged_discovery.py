@@ -92,6 +92,10 @@ def test_chat_discovery_trains_in_the_sandbox_and_judges_in_the_parent(chat_setu
     assert reevaluated["seeds"] == [0, 1]
     # every grade is now cached: judging the same answers again costs no request
     assert asked > 0 and all("response_format" not in r.json for r in server.requests)
+    from podisco.reporting.report import build_report
+
+    page = build_report(archive, run_id)
+    assert page.count("Answers (seed 0, 2 of 2)") == len(evaluated)  # what the judge scored, beside the code
 
 
 def test_a_failing_judge_stops_the_run_and_resume_judges_without_training_again(chat_setup, tmp_path, monkeypatch):

@@ -62,3 +62,15 @@ def test_a_judge_that_fails_mid_sweep_keeps_the_trained_answers(tldr_setup, caps
     with FakeLLMServer(default=fake_judge) as server:
         assert main(_argv(tldr_setup, server.base_url)) == 0
     assert metrics.stat().st_mtime_ns == stamp  # judged again, not trained again
+
+
+def test_prepare_tldr_writes_a_fraction_of_the_pairs_with_the_post_in_the_prompt(tmp_path):
+    source = tmp_path / "comparisons.jsonl"
+    rows = [{"prompt": f"POST: story {i}", "chosen": "TL;DR: short", "rejected": "TL;DR: long one"} for i in range(20)]
+    source.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "pairs.jsonl"
+    argv = ["task", "prepare", "tldr", "--source", str(source), "--fraction", "0.25", "-o", str(out)]
+    assert main(argv) == 0
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(pairs) == 5 and all(p["prompt"].startswith("POST: story") for p in pairs)
+    assert all(p["prompt"].endswith("\nTL;DR:") and p["chosen"] == " short" for p in pairs)  # the marker once
