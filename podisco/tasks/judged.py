@@ -104,7 +104,7 @@ def prepare_spec(task: JudgedTask, folder: str | Path, log: Callable[[str], None
         folder.mkdir(parents=True, exist_ok=True)
         data_file.write_text(text)
     config.model = _local_model(config.model)
-    config.data.path, config.data.split, config.data.on_error = str(data_file), "train", "raise"
+    config.data.path, config.data.split = str(data_file), "train"  # tokenizing may still drop over-long pairs
     config.save_model = False  # answers are generated from memory; a 7B checkpoint per candidate is waste
     eval_rows = _load_eval(task.task, task.eval_data, task.limit)
     log(f"{task.task}: {len(rows)} training pairs, {len(eval_rows)} evaluation prompts, model {config.model}")
@@ -119,7 +119,10 @@ def prepare_spec(task: JudgedTask, folder: str | Path, log: Callable[[str], None
 
 def readonly_paths(spec: dict) -> list[str]:
     """What a sandboxed worker must be able to read: the model folder and the checked training rows."""
-    return [spec["train"]["model"], str(Path(spec["train"]["data"]["path"]).parent)]
+    model = Path(spec["train"]["model"])
+    if model.parent.name == "snapshots":  # a hub-cache snapshot: its files link into ../../blobs
+        model = model.parents[1]
+    return [str(model), str(Path(spec["train"]["data"]["path"]).parent)]
 
 
 def train_config(spec: dict, loss: str, beta: float, seed: int, output_dir: str | Path):

@@ -151,3 +151,33 @@ def test_gpu_jobs_train_and_answer_on_their_gpu_inside_the_sandbox(chat_setup, t
         print(f"{a.name}: {a.status} on {row['device']} ({a.timings['sandbox']}), fitness {a.fitness:+.3f}")
     assert {a.status for a in attempts} == {"evaluated"}
     assert all(a.metrics["per_seed"][0]["device"].startswith("cuda") for a in attempts)
+
+
+def test_a_hub_cache_model_is_readable_in_the_sandbox_through_its_blob_links(tmp_path):
+    """snapshot_download returns .../models--x/snapshots/REV whose files link to ../../blobs: both must be
+    mounted back, or every candidate would fail to load the model under bwrap (checked: with only the
+    snapshot folder mounted, the read fails with FileNotFoundError)."""
+    import sys
+
+    from podisco.discovery.sandbox import detect_isolation, run_sandboxed
+    from podisco.tasks.judged import readonly_paths
+
+    if detect_isolation() != "bwrap":
+        pytest.skip("needs bwrap")
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / "abc123").write_text('{"model_type": "gpt2"}')
+    snapshot = repo / "snapshots" / "rev1"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").symlink_to("../../blobs/abc123")
+    data = tmp_path / "prepared" / "train.jsonl"
+    data.parent.mkdir()
+    data.write_text("{}")
+    spec = {"train": {"model": str(snapshot), "data": {"path": str(data)}}}
+    work = tmp_path / "work"
+    work.mkdir()
+    code = f"print(open({str(snapshot / 'config.json')!r}).read(), open({str(data)!r}).read())"
+    paths = [Path(p) for p in readonly_paths(spec)]
+    result = run_sandboxed([sys.executable, "-c", code], work, readonly_paths=paths, isolation="bwrap")
+    assert result.returncode == 0, result.stderr_tail
+    assert '{"model_type": "gpt2"} {}' in result.stdout_tail
