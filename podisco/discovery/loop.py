@@ -32,7 +32,6 @@ from podisco.discovery.executors import (
     finished_result,
 )
 from podisco.discovery.gate import GateError, check_code
-from podisco.discovery.judging import judged_rows
 from podisco.discovery.parse import ProposalError, parse_proposal
 from podisco.discovery.prompts import seeds_for
 from podisco.discovery.proposers import Context, Proposal, ReplayExhausted
@@ -259,7 +258,7 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
             raise PodiscoError(f"the reference run (DPO, seed {seed}) failed {attempt} times: {result.get('error')}")
         row = result["per_seed"][0]
         if state.config.judged:
-            row = judged_rows(state, [row], "the DPO reference run")[0]
+            row = judging.judged_rows(state, [row], "the DPO reference run")[0]
         path = _reference_path(state, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
@@ -436,7 +435,7 @@ def _reevaluate(state: RunState, executor, log) -> None:
             continue
         new_rows = result["per_seed"]
         if state.config.judged:
-            new_rows = judged_rows(state, new_rows, f"the re-evaluation of {a.name}")
+            new_rows = judging.judged_rows(state, new_rows, f"the re-evaluation of {a.name}")
         rows = a.metrics.get("per_seed", []) + new_rows
         mean, stderr = run_fitness(state, rows)
         state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], mean, stderr, {"per_seed": rows})

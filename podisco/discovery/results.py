@@ -5,13 +5,12 @@ from __future__ import annotations
 from podisco.discovery import fitness as fitness_mod
 from podisco.discovery.archive import Attempt
 from podisco.discovery.config import RunState
+from podisco.discovery.judging import judged_rows
 
 
 def record(state: RunState, attempt: Attempt, result: dict) -> None:
     status = result.get("status", "failed")
-    if state.config.judged and status == "evaluated":
-        from podisco.discovery.judging import judged_rows
-
+    if state.config.judged and status == "evaluated":  # the worker answered; the judge scores here
         what = f"attempt {attempt.id} ({attempt.name})"
         result = {**result, "per_seed": judged_rows(state, result["per_seed"], what)}
     fields = {
