@@ -3,7 +3,10 @@
 Either way one job is one process (``python -m podisco.discovery.worker job.json result.json``) under
 ``sandbox.run_sandboxed``; the executor only decides where and how many at a time. Trusted jobs (a
 registered reference loss, no candidate code) run at the ``process`` level so they may fill the shared
-reference cache; candidate jobs run at the run's isolation level.
+reference cache; candidate jobs run at the run's isolation level. Given GPUs, each job holds one
+(``CUDA_VISIBLE_DEVICES``, its device nodes bound into bwrap); checked on an H200 under bwrap and unshare.
+A cleanly finished job's result is also kept beside its folder, where the sandboxed child cannot write, so
+that a resumed run uses it instead of running the job again.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class LocalExecutor:
     def _run(self, job: Job) -> dict[str, Any]:
         if not self.settings.gpus:
             return execute(job, self.settings)
-        gpu = self._free_gpus.get()  # never blocks long: there are no more workers than GPUs
+        gpu = self._free_gpus.get()  # never waits: there are no more workers than GPUs
         try:
             return execute(job, self.settings, gpu)
         finally:
