@@ -12,13 +12,17 @@ def _judge(args: argparse.Namespace):
     return make_judge(args.judge_model, args.judge_base_url, args.judge_cache)
 
 
-def _model(path: str):
-    from podisco.models import load_model, load_tokenizer
-
-    model, tokenizer = load_model(path), load_tokenizer(path)
+def _model(path: str, engine: str = "transformers"):
+    """The model (on the GPU if there is one) and its tokenizer; with vLLM, a ``VLLMModel`` for the model."""
     import torch
 
-    return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
+    from podisco.models import load_model, load_tokenizer
+    from podisco.tasks.generation import VLLMModel, vllm_usable
+
+    tokenizer = load_tokenizer(path)
+    if engine == "vllm" or (engine == "auto" and vllm_usable()):
+        return VLLMModel(path), tokenizer
+    return load_model(path).to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
 
 
 def _report(judge) -> None:
@@ -30,7 +34,7 @@ def _report(judge) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     from podisco.tasks.chat import evaluate_chat, load_questions
 
-    model, tokenizer = _model(args.model)
+    model, tokenizer = _model(args.model, args.engine)
     judge = _judge(args)
     result = evaluate_chat(model, tokenizer, load_questions(args.questions, args.limit), judge, args.max_new_tokens)
     turns = ", ".join(f"turn {t}: {v:.2f}" for t, v in result.per_turn.items())
@@ -48,8 +52,8 @@ def _print_rate(rate) -> None:
 def cmd_alpaca(args: argparse.Namespace) -> int:
     from podisco.tasks.alpaca import evaluate_alpaca, load_instructions
 
-    model, tokenizer = _model(args.model)
-    reference = _model(args.reference_model)[0] if args.reference_model else None
+    model, tokenizer = _model(args.model, args.engine)
+    reference = _model(args.reference_model, args.engine)[0] if args.reference_model else None
     judge = _judge(args)
     rows = load_instructions(args.instructions, args.limit)
     _print_rate(evaluate_alpaca(model, tokenizer, rows, judge, reference, args.max_new_tokens))
@@ -60,8 +64,8 @@ def cmd_alpaca(args: argparse.Namespace) -> int:
 def cmd_tldr(args: argparse.Namespace) -> int:
     from podisco.tasks.tldr import evaluate_tldr, load_posts
 
-    model, tokenizer = _model(args.model)
-    sft = _model(args.sft_model)[0] if args.sft_model else None
+    model, tokenizer = _model(args.model, args.engine)
+    sft = _model(args.sft_model, args.engine)[0] if args.sft_model else None
     judge = _judge(args)
     for rate in evaluate_tldr(model, tokenizer, load_posts(args.posts, args.limit), judge, sft, args.max_new_tokens):
         _print_rate(rate)
@@ -78,6 +82,10 @@ def add_commands(task_sub: argparse._SubParsersAction) -> None:
         p.add_argument("--judge-model", dest="judge_model", help="judge model (also $PODISCO_LLM_MODEL)")
         p.add_argument("--judge-base-url", dest="judge_base_url", help="OpenAI-compatible endpoint of the judge")
         p.add_argument("--judge-cache", dest="judge_cache", help="judge reply cache (default ~/.cache/podisco/judge)")
+        p.add_argument(
+            "--engine", default="auto", choices=["auto", "transformers", "vllm"],
+            help="generation engine; auto: vLLM where installed and a GPU is present",
+        )  # fmt: skip
 
     from podisco.tasks.alpaca import HUB_INSTRUCTIONS
     from podisco.tasks.chat import HUB_QUESTIONS

@@ -1,7 +1,8 @@
 """Generating answers with a trained causal LM: chat templates, left padding, seeded sampling or greedy.
 
 Uses the tokenizer's chat template when it has one (the paper's zephyr-7b-gemma-sft does), else a plain
-"User: ... / Assistant:" transcript. bf16 autocast on CUDA. vLLM is used when installed and asked for.
+"User: ... / Assistant:" transcript. bf16 autocast on CUDA. A ``VLLMModel`` in place of the model generates
+with vLLM (``podisco task ... --engine vllm``, or ``auto`` where vLLM is installed and a GPU is present).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from podisco.errors import PodiscoError
 
 
 def chat_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> str:
@@ -29,6 +32,8 @@ def generate(
     temperature: float = 0.0,
 ) -> list[str]:
     """One completion per prompt (greedy when temperature is 0), decoded without the prompt."""
+    if isinstance(model, VLLMModel):
+        return model.texts(prompts, max_new_tokens, seed, temperature)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.eval()
@@ -61,12 +66,28 @@ def generate(
     return outputs
 
 
-def generate_vllm(model_path: str, prompts: Sequence[str], max_new_tokens: int = 256, temperature: float = 0.0):
-    """The same with vLLM, for 7B-scale models on GPUs (``pip install vllm``)."""
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError as error:
-        raise RuntimeError("vLLM is not installed; drop --vllm or pip install vllm") from error
-    llm = LLM(model=model_path, dtype="bfloat16")
-    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature)
-    return [o.outputs[0].text.strip() for o in llm.generate(list(prompts), params)]
+class VLLMModel:
+    """A model folder (or hub id) served by vLLM, for 7B-scale generation on GPUs (``pip install vllm``). Pass
+    it wherever a transformers model goes: ``generate`` hands its prompts to vLLM in one batch."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise PodiscoError("vLLM is not installed: pip install vllm, or use --engine transformers") from error
+        self.path = path
+        # 0.4 of the GPU each: a model and its reference (alpaca, tldr) fit side by side; 7B weights are 14 GB
+        self.llm = LLM(model=path, dtype="bfloat16", gpu_memory_utilization=0.4)
+
+    def texts(self, prompts: Sequence[str], max_new_tokens: int, seed: int, temperature: float) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        return [o.outputs[0].text.strip() for o in self.llm.generate(list(prompts), params)]
+
+
+def vllm_usable() -> bool:
+    """vLLM installed and a CUDA GPU present: what ``--engine auto`` needs to pick it."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()

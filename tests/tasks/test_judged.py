@@ -153,3 +153,20 @@ def test_bad_question_rows_are_named(tmp_path):
     path.write_text(json.dumps({"turns": ["ok"]}) + "\n" + json.dumps({"turns": "not a list"}) + "\n")
     with pytest.raises(PodiscoError, match="row 1"):
         load_questions(str(path))
+
+
+def test_engine_vllm_without_vllm_is_a_clear_error(tiny, tmp_path, capsys):
+    import importlib.util
+
+    from podisco.cli import main
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "turns": ["the movie"]}) + "\n")
+    argv = ["task", "chat", "--model", str(tmp_path / "model"), "--questions", str(questions), "--engine", "vllm"]
+    assert main(argv + ["--judge-base-url", "http://127.0.0.1:9/v1"]) == 2
+    assert "vLLM is not installed" in capsys.readouterr().err
