@@ -203,7 +203,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("report", help="one self-contained HTML report of a run")
     p.add_argument("run")
     p.add_argument("-o", "--output", default="report.html")
-    p.add_argument("--sweep", action="append", help="a sweep.csv to draw the reward-vs-KL frontier from")
+    p.add_argument("--sweep", action="append", help="a sweep.csv: its reward-vs-KL frontier, or judged scores")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.set_defaults(func=cmd_report)
 

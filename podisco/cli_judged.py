@@ -135,6 +135,7 @@ def judged_task(args: argparse.Namespace):
 
 def cmd_sweep_judged(args: argparse.Namespace, losses: list[str], loss_fns: dict, betas: list[float]) -> int:
     from podisco.cli import _table
+    from podisco.reporting.frontier_plot import plot_scores
     from podisco.tasks.judged import SCORE_MEANING, prepare_spec, summarise, sweep
 
     judge = _judge(args)  # refused now, before any training, if no call could succeed
@@ -147,5 +148,6 @@ def cmd_sweep_judged(args: argparse.Namespace, losses: list[str], loss_fns: dict
     ]
     print(_table(table, ("loss", "best", f"{SCORE_MEANING[args.task]} per beta")))
     _report(judge)
-    print(f"wrote {Path(args.out) / 'sweep.csv'}")
+    figure = plot_scores(summary, Path(args.out) / "scores.png", f"{args.task}: judged score", SCORE_MEANING[args.task])
+    print(f"wrote {Path(args.out) / 'sweep.csv'} and {figure}")
     return 0

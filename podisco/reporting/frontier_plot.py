@@ -1,4 +1,5 @@
-"""The reward-vs-KL frontier of a sweep, one line per loss, points labelled by beta (the paper's Fig. 5)."""
+"""Sweep figures: the reward-vs-KL frontier (IMDb; one line per loss, points labelled by beta, the paper's
+Fig. 5) and, for the LLM-judged tasks, the judge's score against beta."""
 
 from __future__ import annotations
 
@@ -26,6 +27,23 @@ def plot_frontier(summary: dict[str, dict], out: str | Path, title: str = "IMDb:
             )
     ax.set_xlabel("KL(π_ref ‖ π_θ) per token")
     ax.set_ylabel("evaluation reward: mean p(positive)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)
+
+
+def plot_scores(summary: dict[str, dict[float, float]], out: str | Path, title: str, ylabel: str) -> Path:
+    """``summary`` as returned by ``judged.summarise``: {loss: {beta: mean score}}; one line per loss."""
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["tab10"]
+    for i, (loss, by_beta) in enumerate(sorted(summary.items())):
+        betas = sorted(by_beta)
+        ax.plot(betas, [by_beta[b] for b in betas], "o-", color=colours(i % 10), label=loss)
+    ax.set_xscale("log")
+    ax.set_xlabel("β")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -126,20 +126,23 @@ def _lineage(best: Attempt, by_id: dict[int, Attempt]) -> str:
 
 
 def _frontier(sweep_csvs: Sequence[Path]) -> str:
-    from podisco.reporting.frontier_plot import plot_frontier
-    from podisco.tasks.imdb_fitness import summarise
+    """An IMDb sweep's reward-vs-KL frontier, or a judged sweep's score against beta."""
+    from podisco.reporting.frontier_plot import plot_frontier, plot_scores
+    from podisco.tasks import imdb_fitness, judged
 
     parts = []
     for path in sweep_csvs:
         with Path(path).open() as f:
-            rows = [
-                {**r, "beta": float(r["beta"]), "reward": float(r["reward"]), "kl": float(r["kl"])}
-                for r in csv.DictReader(f)
-            ]
+            rows = list(csv.DictReader(f))
+        name = Path(path).name
         with tempfile.TemporaryDirectory() as tmp:
-            png = plot_frontier(summarise(rows), Path(tmp) / "frontier.png", f"reward vs KL ({Path(path).name})")
+            if rows and "score" in rows[0]:
+                png = plot_scores(judged.summarise(rows), Path(tmp) / "s.png", f"judged score ({name})", "score")
+            else:
+                rows = [{**r, **{k: float(r[k]) for k in ("beta", "reward", "kl")}} for r in rows]
+                png = plot_frontier(imdb_fitness.summarise(rows), Path(tmp) / "f.png", f"reward vs KL ({name})")
             uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-        parts.append(f'<img class="chart" alt="reward-vs-KL frontier" src="{uri}">')
+        parts.append(f'<img class="chart" alt="sweep of {text(name)}" src="{uri}">')
     return "".join(parts)
 
 

@@ -142,3 +142,17 @@ def _non_loopback_address() -> str | None:
     finally:
         probe.close()
     return None if address.startswith("127.") else address
+
+
+def test_sweep_figures_for_an_imdb_and_a_judged_sweep(tmp_path):
+    from podisco.reporting.report import _frontier
+
+    imdb = tmp_path / "imdb.csv"
+    imdb.write_text(
+        "loss,beta,seed,reward,kl,kl_penalised\nsigmoid,0.05,0,0.44,0.27,0.41\nsigmoid,0.1,0,0.42,0.2,0.4\n"
+    )
+    judged = tmp_path / "chat.csv"
+    judged.write_text("loss,beta,seed,score,stderr,judged\nsigmoid,0.05,0,6.5,0.3,160\ndiscopop,0.05,0,6.9,0.3,160\n")
+    html = _frontier([imdb, judged])
+    assert html.count('<img class="chart"') == 2 and html.count("data:image/png;base64,") == 2
+    assert 'alt="sweep of chat.csv"' in html

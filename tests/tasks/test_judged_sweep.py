@@ -49,6 +49,7 @@ def test_judged_sweep_writes_scores_and_resumes_without_training_or_asking_again
         assert len(server.requests) == asked  # every cell finished: nothing trained, nothing asked
         assert [m.stat().st_mtime_ns for m in metrics] == stamps
     assert "win rate of the summaries" in capsys.readouterr().out
+    assert (tldr_setup / "sweep" / "scores.png").stat().st_size > 10_000
 
 
 def test_a_judge_that_fails_mid_sweep_keeps_the_trained_answers(tldr_setup, capsys):
