@@ -34,8 +34,8 @@ def _report(judge) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     from podisco.tasks.chat import evaluate_chat, load_questions
 
+    judge = _judge(args)  # refused before a model is loaded when no call could succeed
     model, tokenizer = _model(args.model, args.engine)
-    judge = _judge(args)
     result = evaluate_chat(model, tokenizer, load_questions(args.questions, args.limit), judge, args.max_new_tokens)
     turns = ", ".join(f"turn {t}: {v:.2f}" for t, v in result.per_turn.items())
     print(f"chat score {result.score:.3f} (95% CI {result.ci95[0]:.3f}..{result.ci95[1]:.3f}; {result.graded} "
@@ -52,9 +52,9 @@ def _print_rate(rate) -> None:
 def cmd_alpaca(args: argparse.Namespace) -> int:
     from podisco.tasks.alpaca import evaluate_alpaca, load_instructions
 
+    judge = _judge(args)
     model, tokenizer = _model(args.model, args.engine)
     reference = _model(args.reference_model, args.engine)[0] if args.reference_model else None
-    judge = _judge(args)
     rows = load_instructions(args.instructions, args.limit)
     _print_rate(evaluate_alpaca(model, tokenizer, rows, judge, reference, args.max_new_tokens))
     _report(judge)
@@ -64,9 +64,9 @@ def cmd_alpaca(args: argparse.Namespace) -> int:
 def cmd_tldr(args: argparse.Namespace) -> int:
     from podisco.tasks.tldr import evaluate_tldr, load_posts
 
+    judge = _judge(args)
     model, tokenizer = _model(args.model, args.engine)
     sft = _model(args.sft_model, args.engine)[0] if args.sft_model else None
-    judge = _judge(args)
     for rate in evaluate_tldr(model, tokenizer, load_posts(args.posts, args.limit), judge, sft, args.max_new_tokens):
         _print_rate(rate)
     _report(judge)

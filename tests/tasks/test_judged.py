@@ -168,5 +168,5 @@ def test_engine_vllm_without_vllm_is_a_clear_error(tiny, tmp_path, capsys):
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"question_id": 1, "turns": ["the movie"]}) + "\n")
     argv = ["task", "chat", "--model", str(tmp_path / "model"), "--questions", str(questions), "--engine", "vllm"]
-    assert main(argv + ["--judge-base-url", "http://127.0.0.1:9/v1"]) == 2
+    assert main(argv + ["--judge-base-url", "http://127.0.0.1:9/v1"]) == 2  # a loopback judge needs no key
     assert "vLLM is not installed" in capsys.readouterr().err
