@@ -15,7 +15,6 @@ counts if it was bought cheaply in KL.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from podisco.cache import atomic_output
+from podisco.cache import atomic_output, write_csv
 from podisco.losses.registry import LossFn
 from podisco.tasks.imdb import PreparedTask, preset_key
 from podisco.tasks.imdb_eval import ImdbResult, ImdbTrainSettings, train_and_evaluate
@@ -166,11 +165,7 @@ def sweep(
                     }
                 )
                 log(f"{loss} beta={beta:g} seed={seed}: reward {result.reward:.4f}, KL {result.kl:.4f}")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "sweep.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SWEEP_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "sweep.csv", rows, SWEEP_FIELDS)
     return rows
 
 

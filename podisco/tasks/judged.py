@@ -19,7 +19,6 @@ tldr = win rate against the human reference summaries (the paper's Table 3).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from podisco.cache import atomic_output, write_csv
 from podisco.errors import PodiscoError
 from podisco.losses.registry import LossFn
 
@@ -224,18 +224,11 @@ def sweep(
                     _write_cell(cell, done)
                 rows.append({"loss": loss, "beta": beta, "seed": seed, **{k: done[k] for k in SWEEP_FIELDS[3:]}})
                 log(f"{loss} beta={beta:g} seed={seed}: score {done['score']:.4f} ({done['judged']} judged)")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "sweep.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SWEEP_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "sweep.csv", rows, SWEEP_FIELDS)
     return rows
 
 
 def _write_cell(path: Path, values: dict) -> None:
-    from podisco.cache import atomic_output
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(values))
 
