@@ -214,7 +214,11 @@ def prepare(preset_name: str = "default", cache_dir: str | Path | None = None, l
     if not pairs_path.exists():
         log(f"[{NAME}] scorers ...")  # cached pickles load in a second on later runs
     held_out = max(200, len(imdb_for_scorers) // 8)
-    gold, evaluation, report = build_scorers(imdb_for_scorers, rotten_tomatoes, held_out, directory)
+    # A prepared task keeps the scorers' report in facts.json: measuring it again cost each worker ~20 s
+    prepared = pairs_path.exists()
+    gold, evaluation, report = build_scorers(
+        imdb_for_scorers, rotten_tomatoes, held_out, directory, measure=not prepared
+    )
     tok_dir, sft_dir = directory / "tokenizer", directory / "sft"
     if (tok_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(tok_dir)
@@ -224,7 +228,7 @@ def prepare(preset_name: str = "default", cache_dir: str | Path | None = None, l
     if not (sft_dir / "config.json").exists():
         log(f"[{NAME}] SFT model ({preset.sft_steps} steps) ...")
         _train_sft(preset, tokenizer, lm, sft_dir)
-    if not pairs_path.exists():
+    if not prepared:
         log(f"[{NAME}] preference pairs ...")
         model = AutoModelForCausalLM.from_pretrained(sft_dir)
         wanted = preset.train_prompts + preset.test_prompts
