@@ -85,7 +85,7 @@ class RunState:
     root: Path
     task_spec: dict
     references: dict[str, dict] = field(default_factory=dict)
-    judge: Any = None  # the LLM judge of a judged task (tasks/judge.Judge), built when first needed
+    judge: Any = None  # the LLM judge of a judged task (tasks/judge.Judge), built before the run starts
 
 
 def config_from_dict(values: dict) -> DiscoveryConfig:

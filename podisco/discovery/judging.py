@@ -17,12 +17,6 @@ def make(config: DiscoveryConfig):
     return make_judge(config.judge_model or None, config.judge_base_url or None, config.judge_cache or None)
 
 
-def judge(state: RunState):
-    if state.judge is None:
-        state.judge = make(state.config)
-    return state.judge
-
-
 def judged_rows(state: RunState, rows: list[dict], what: str) -> list[dict]:
     """Each seed's row with the judge's ``score`` (its fitness before pairing), ``stderr`` and ``judged``."""
     from podisco.tasks.judged import score_answers
@@ -30,7 +24,7 @@ def judged_rows(state: RunState, rows: list[dict], what: str) -> list[dict]:
     out = []
     for row in rows:
         try:
-            scores = score_answers(state.task_spec, row["answers"], judge(state), int(row["seed"]))
+            scores = score_answers(state.task_spec, row["answers"], state.judge, int(row["seed"]))
         except PodiscoError as error:  # LLMError (unreachable, refused) or not one usable verdict: the judge's
             raise PodiscoError(
                 f"judging {what} (seed {row['seed']}) failed: {error}\n"

@@ -57,11 +57,15 @@ class ChatQuestion:
 @dataclass
 class ChatResult:
     score: float  # mean rating over graded turns
-    ci95: tuple[float, float]
+    stderr: float  # of the mean rating
     graded: int
     malformed: int
     per_turn: dict[int, float] = field(default_factory=dict)
     answers: list[list[str]] = field(default_factory=list)
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return self.score - 1.96 * self.stderr, self.score + 1.96 * self.stderr
 
 
 def load_questions(source: str = HUB_QUESTIONS, limit: int = 0) -> list[ChatQuestion]:
@@ -113,10 +117,9 @@ def grade(judge: Judge, questions: list[ChatQuestion], answers: list[list[str]])
         raise PodiscoError("the judge gave no usable rating (every reply was malformed or missing)")
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
-    half = 1.96 * sd / math.sqrt(len(values))
     return ChatResult(
         mean,
-        (mean - half, mean + half),
+        sd / math.sqrt(len(values)),
         len(values),
         judge.stats.malformed,
         {t: sum(rs) / len(rs) for t, rs in sorted(ratings.items())},

@@ -173,8 +173,7 @@ def score_answers(spec: dict, answers: Sequence, judge, seed: int) -> dict[str, 
         raise PodiscoError(f"{len(answers)} answers for {len(rows)} evaluation prompts")
     if spec["name"] == "chat":
         result = chat.grade(judge, [chat.ChatQuestion(**q) for q in rows], [list(a) for a in answers])
-        half = (result.ci95[1] - result.ci95[0]) / 2
-        return {"score": result.score, "stderr": half / 1.96, "judged": result.graded}
+        return {"score": result.score, "stderr": result.stderr, "judged": result.graded}
     if spec["name"] == "alpaca":
         rate = alpaca.rate_outputs(judge, rows, list(answers), [r["output"] for r in rows], "reference outputs", seed)
         score, stderr = rate.length_controlled, rate.lc_stderr
