@@ -60,8 +60,8 @@ STREAM = [
 NAIVE_CHILD = r"""
 import json, math, sys, tempfile, torch, torch.nn.functional as F
 from types import SimpleNamespace
-from podisco.tasks.imdb import prepare
-from podisco.tasks.imdb_eval import ImdbTrainSettings, train_and_evaluate
+from podisco.tasks.imdb.prepare import prepare
+from podisco.tasks.imdb.evaluate import ImdbTrainSettings, train_and_evaluate
 job = json.loads(sys.argv[1])
 namespace = {"torch": torch, "F": F, "math": math}
 exec(job["code"], namespace)  # the paper's loop ran the LLM's code with no isolation
@@ -91,7 +91,7 @@ def replay_file(directory: Path) -> Path:
 def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -> tuple[float, list, dict]:
     from podisco.discovery.archive import Archive
     from podisco.discovery.loop import DiscoveryConfig, run_discovery
-    from podisco.discovery.proposers import ReplayProposer
+    from podisco.discovery.proposers.replay import ReplayProposer
 
     config = DiscoveryConfig(
         preset=preset,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package holds the shared scenarios
 
-from podisco.discovery.sandbox import detect_isolation
+from podisco.discovery.boundary.sandbox import detect_isolation
 from tests.reliability.containment import contain
 from tests.reliability.crashes import kill_and_resume, kill_workers
 from tests.reliability.hostile import HEAD, HOSTILE, LOGITS
@@ -52,7 +52,7 @@ def hostile_section(tmp: Path) -> tuple[list[str], dict]:
 
 
 def crash_section(tmp: Path, kills: int, worker_kills: int) -> tuple[list[str], dict]:
-    from podisco.tasks.imdb import prepare
+    from podisco.tasks.imdb.prepare import prepare
 
     cache = tmp / "imdb"
     prepare("tiny", cache, log=lambda message: None)
@@ -116,8 +116,8 @@ def bad_input_section(tmp: Path) -> tuple[list[str], dict]:
 
 def training_fault_section(tmp: Path) -> tuple[list[str], dict]:
     from podisco.discovery.executors import ExecutionSettings, Job, execute
-    from podisco.discovery.sandbox import Limits
-    from podisco.tasks.imdb import prepare
+    from podisco.discovery.boundary.sandbox import Limits
+    from podisco.tasks.imdb.prepare import prepare
 
     cache = tmp / "imdb"
     prepare("tiny", cache, log=lambda message: None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from podisco.cli import main
+from podisco.cli.main import main
 from podisco.losses import list_specs
 
 
@@ -45,7 +45,7 @@ def test_misspelled_name_is_a_clear_error(capsys):
 
 def test_negative_beta_is_refused(capsys):
     assert main(["losses", "compare", "dpo", "ipo", "--beta", "-0.1"]) == 2
-    assert "beta must be positive" in capsys.readouterr().err
+    assert "argument --beta: must be positive" in capsys.readouterr().err
 
 
 def test_plot_writes_a_two_panel_figure(tmp_path, capsys):

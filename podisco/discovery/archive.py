@@ -5,6 +5,10 @@ status — ``invalid``, ``duplicate``, ``failed`` or ``evaluated`` — in one tr
 result. A crash at any moment therefore leaves each attempt either finished (kept, never redone) or
 ``proposed`` (re-dispatched on resume, with the same code: the proposer is not asked again).
 Re-evaluations with more seeds are appended to their own table; finished rows are not rewritten.
+
+The schema has a version, kept in SQLite's ``PRAGMA user_version``. Opening an older archive migrates it step
+by step (``_MIGRATIONS[n]`` takes version n to n + 1) in one transaction; an archive from a newer podisco is
+refused. Archives written before versions existed have user_version 0 and the version-1 tables.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from podisco.errors import PodiscoError
 
 STATUSES = ("proposed", "invalid", "duplicate", "failed", "evaluated")
 FINAL = frozenset(STATUSES[1:])
 
-_SCHEMA = """
+# Version 1, the schema before versions existed. Never edit it: change the schema with a new migration.
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     created REAL NOT NULL,
@@ -84,6 +91,54 @@ CREATE TABLE IF NOT EXISTS messages (
 _JSON_FIELDS = ("parents", "fingerprint", "shape", "metrics", "seeds", "timings", "llm_tokens")
 
 
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _to_v1(db: sqlite3.Connection) -> None:
+    """Create the version-1 tables; an unversioned archive already has them, which is checked (nothing changes).
+    Statement by statement: ``executescript`` would commit the migration's transaction."""
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    reference = sqlite3.connect(":memory:")
+    try:
+        reference.executescript(_SCHEMA_V1)
+        tables = [row[0] for row in reference.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        wanted = {t: _columns(reference, t) for t in tables if not t.startswith("sqlite_")}
+    finally:
+        reference.close()
+    for table, columns in wanted.items():
+        present = _columns(db, table)
+        if missing := [c for c in columns if c not in present]:
+            raise PodiscoError(
+                f"its table {table!r} lacks the columns {missing}: it is not a podisco discovery archive, or damaged"
+            )
+
+
+def _to_v2(db: sqlite3.Connection) -> None:
+    """The job's wall-clock limit and the label of a rescaling ("≈ dpo at β×2") per attempt; a run's verdict."""
+    db.execute("ALTER TABLE attempts ADD COLUMN deadline_s REAL")
+    db.execute("ALTER TABLE attempts ADD COLUMN rescaling TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN verdict TEXT")
+
+
+_MIGRATIONS = (_to_v1, _to_v2)  # _MIGRATIONS[n] takes an archive from version n to n + 1
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _check_readable(version: int, path: Path) -> None:
+    if version > SCHEMA_VERSION:
+        raise PodiscoError(
+            f"{path} is a discovery archive of schema version {version}, written by a newer podisco; this podisco "
+            f"reads archive versions up to {SCHEMA_VERSION}: upgrade podisco to open it"
+        )
+
+
 def code_hash(code: str) -> str:
     """Hash of the code with trailing whitespace and blank lines ignored (cosmetic edits are the same code)."""
     lines = [line.rstrip() for line in code.strip().splitlines() if line.strip()]
@@ -122,6 +177,11 @@ class Attempt:
     timings: dict | None = None
     llm_tokens: dict | None = None
     finished: float | None = None
+    deadline_s: float | None = None  # schema 2: the job's wall-clock limit
+    rescaling: str | None = None  # schema 2: a label like "≈ dpo at β×2"
+
+
+_ATTEMPT_FIELDS = frozenset(f.name for f in fields(Attempt))
 
 
 class Archive:
@@ -134,7 +194,32 @@ class Archive:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a finished evaluation survives a power cut, not just a kill
-        self._db.executescript(_SCHEMA)
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, all steps in one transaction; a current archive is only read, so
+        readers (the report, ``podisco serve``) never take the write lock."""
+        version = _user_version(self._db)
+        _check_readable(version, self.path)
+        if version == SCHEMA_VERSION:
+            return
+        with self._transaction() as db:
+            version = _user_version(db)  # again under the lock: another process may have migrated meanwhile
+            _check_readable(version, self.path)
+            for step in range(version, SCHEMA_VERSION):
+                try:
+                    _MIGRATIONS[step](db)
+                except PodiscoError as e:
+                    raise PodiscoError(f"{self.path}: migrating the archive to version {step + 1}: {e}") from None
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        return _user_version(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -172,6 +257,7 @@ class Archive:
             return None
         run = dict(row)
         run["config"] = json.loads(run["config"])
+        run["verdict"] = json.loads(run["verdict"]) if run.get("verdict") is not None else None
         return run
 
     def runs(self) -> list[dict[str, Any]]:
@@ -185,6 +271,15 @@ class Archive:
     def finish_run(self, run_id: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE runs SET finished = ? WHERE run_id = ?", (time.time(), run_id))
+
+    def set_verdict(self, run_id: str, verdict: dict) -> None:
+        """Store the run's verdict (JSON); a later verdict replaces an earlier one."""
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE runs SET verdict = ? WHERE run_id = ?", (json.dumps(verdict, default=str), run_id)
+            ).rowcount
+        if changed != 1:
+            raise KeyError(f"no run {run_id!r} in {self.path}")
 
     # attempts
     def add_proposed(
@@ -230,7 +325,7 @@ class Archive:
         """Move a ``proposed`` attempt to its final status with its result; a finished attempt is never rewritten."""
         if status not in FINAL:
             raise ValueError(f"final status must be one of {sorted(FINAL)}, got {status!r}")
-        allowed = {"error", "duplicate_of", "fitness", "fitness_stderr", *_JSON_FIELDS}
+        allowed = {"error", "duplicate_of", "fitness", "fitness_stderr", "deadline_s", "rescaling", *_JSON_FIELDS}
         unknown = set(result) - allowed
         if unknown:
             raise ValueError(f"unknown attempt fields {sorted(unknown)}")
@@ -298,9 +393,10 @@ class Archive:
 
 
 def _attempt(row: sqlite3.Row) -> Attempt:
-    values = dict(row)
+    """Every column the dataclass knows is mapped; a column it does not know (from a later podisco) is ignored."""
+    values = {key: value for key, value in dict(row).items() if key in _ATTEMPT_FIELDS}
     for key in _JSON_FIELDS:
-        if values[key] is not None:
+        if values.get(key) is not None:
             values[key] = json.loads(values[key])
-    values["metrics"] = values["metrics"] or {}
+    values["metrics"] = values.get("metrics") or {}
     return Attempt(**values)

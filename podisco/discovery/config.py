@@ -1,80 +1,90 @@
-"""What a discovery run is configured with, and the state its steps share."""
+"""What a discovery run is configured with (nested dataclasses, saved with the run as YAML and in the archive),
+and the state its steps share.
+
+``podisco discover --config run.yaml``, then flags, then type-checked ``--key=value`` overrides
+(``--search.generations=5``, ``--task.options.preset=tiny``), exactly as ``podisco train`` reads a TrainConfig.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from podisco.discovery.archive import Archive
-from podisco.tasks.imdb_fitness import DEFAULT_PAIRED_SEEDS
+from podisco.tasks.base import Task, TaskSpec
+from podisco.training.config import ConfigError, apply
 
 
 @dataclass
-class DiscoveryConfig:
-    task: str = "imdb"  # "imdb", "chat", "alpaca", "tldr" (preference losses) or "digits" (classification)
-    preset: str = "default"  # IMDb size preset
-    cache_dir: str = ""
-    beta: float = 0.05
-    proposer: str = "auto"  # auto (llm when configured, else evolve) | llm | evolve | replay
+class TaskSection:
+    name: str = "imdb"  # a registered task (podisco task list), module:Class, or path/to/file.py:Class
+    options: dict[str, Any] = field(default_factory=dict)  # the task's own options, checked by the task
+
+
+@dataclass
+class ProposerSection:
+    kind: str = "auto"  # auto (llm when an LLM is named, else evolve) | llm | evolve | replay
     prompt_mode: str = "paper"  # llm: "paper" (the paper's conversation) or "archive"
     llm_model: str = ""
     llm_base_url: str = ""
     replay_file: str = ""
+    seed: int = 0  # random seed of the evolve proposer
+
+
+@dataclass
+class SearchSection:
+    beta: float = 0.05
     generations: int = 3
     population: int = 4  # proposals per generation, evaluated in parallel
-    workers: int = 0  # 0: the machine's cores / threads
-    # torch threads per job. Measured on 2 cores (default preset, one DPO run): 1 thread 15.5 s, 2 threads
-    # 10.8 s, two 1-thread jobs side by side 15.4 s each, so 2 workers x 1 thread evaluate 1.4x more.
-    threads: int = 1
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = ()  # seeds of a full evaluation; empty: the task's default
     stage1_seeds: int = 1  # first stage: this many seeds; promoted if within promote_margin of the best
     promote_margin: float = 0.02
     reevaluate_top: int = 3
-    reevaluate_seeds: tuple[int, ...] = DEFAULT_PAIRED_SEEDS
-    steps: int = 0  # IMDb optimizer steps; 0: one epoch
-    lr: float = 2.5e-4  # ImdbTrainSettings.lr
-    epochs: int = 8  # digits
+    reevaluate_seeds: tuple[int, ...] = ()  # empty: the task's default
     duplicate_distance: float = 0.05
+
+
+@dataclass
+class ExecutionSection:
     executor: str = "local"  # local | ray
     ray_address: str = ""
+    workers: int = 0  # 0: the machine's cores / threads (GPU tasks: one job per GPU)
+    # torch threads per job. Measured on 2 cores (default preset, one DPO run): 1 thread 15.5 s, 2 threads
+    # 10.8 s, two 1-thread jobs side by side 15.4 s each, so 2 workers x 1 thread evaluate 1.4x more.
+    threads: int = 1
     isolation: str = "auto"  # auto | bwrap | unshare | process
     allow_weak_isolation: bool = False
-    wall_s: float = 0.0  # per job; 0: the task's default (900 s; 6 h for the LLM-judged tasks)
+    wall_s: float = 0.0  # per job; 0: the task's default
     memory_mb: int = 8192  # address-space limit per job; not applied to GPU jobs (CUDA maps far more)
-    seed: int = 0
-    # The LLM-judged tasks (chat | alpaca | tldr; tasks/judged.py)
-    train_config: str = ""  # TrainConfig YAML: model, training data, schedule (loss and beta are set per job)
-    train_overrides: tuple[str, ...] = ()  # TrainConfig key=value, e.g. max_steps=20
-    eval_data: str = ""  # questions / instructions / posts; default: the task's hub dataset
-    eval_limit: int = 0
-    max_new_tokens: int = 256
-    judge_model: str = ""  # default: $PODISCO_LLM_MODEL, as for the proposer
-    judge_base_url: str = ""
-    judge_cache: str = ""
-    gpus: str = "auto"  # judged tasks: "auto" (every visible GPU, one job each), "none", or ids like "0,1"
 
-    @property
-    def judged(self) -> bool:
-        from podisco.tasks.judged import TASKS
 
-        return self.task in TASKS
+@dataclass
+class DiscoveryConfig:
+    task: TaskSection = field(default_factory=TaskSection)
+    proposer: ProposerSection = field(default_factory=ProposerSection)
+    search: SearchSection = field(default_factory=SearchSection)
+    execution: ExecutionSection = field(default_factory=ExecutionSection)
 
-    def wall_limit(self) -> float:
-        return self.wall_s or (6 * 3600.0 if self.judged else 900.0)
-
-    def task_version(self) -> tuple[str, str]:
-        if self.judged:
-            from podisco.tasks.judged import task_version
-
-            return self.task, task_version(self.task)
-        if self.task == "digits":
-            from podisco.tasks.digits import NAME, VERSION
-
-            return NAME, VERSION
-        from podisco.tasks.imdb import NAME, VERSION
-
-        return NAME, f"{VERSION}-{self.preset}"
+    def validate(self) -> None:
+        checks = [
+            (self.proposer.kind in {"auto", "llm", "evolve", "replay"}, "proposer.kind", "auto, llm, evolve, replay"),
+            (self.proposer.prompt_mode in {"paper", "archive"}, "proposer.prompt_mode", "paper or archive"),
+            (self.search.generations >= 0, "search.generations", "must be >= 0"),
+            (self.search.population >= 1, "search.population", "must be >= 1"),
+            (self.search.beta > 0, "search.beta", "must be > 0"),
+            (self.search.stage1_seeds >= 1, "search.stage1_seeds", "must be >= 1"),
+            (self.execution.executor in {"local", "ray"}, "execution.executor", "local or ray"),
+            (self.execution.threads >= 1, "execution.threads", "must be >= 1"),
+            (
+                self.execution.isolation in {"auto", "bwrap", "unshare", "process"},
+                "execution.isolation",
+                "auto, bwrap, unshare or process",
+            ),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{key}: {message}")
 
 
 @dataclass
@@ -83,11 +93,18 @@ class RunState:
     run_id: str
     archive: Archive
     root: Path
-    task_spec: dict
-    references: dict[str, dict] = field(default_factory=dict)
-    judge: Any = None  # the LLM judge of a judged task (tasks/judge.Judge), built before the run starts
+    task: Task
+    spec: TaskSpec
+    seeds: tuple[int, ...]  # of a full evaluation (the config's, else the task's default)
+    reevaluate_seeds: tuple[int, ...]
+    references: dict[str, dict] = field(default_factory=dict)  # seed -> the reference loss's row
 
 
 def config_from_dict(values: dict) -> DiscoveryConfig:
-    tuples = {k for k, v in asdict(DiscoveryConfig()).items() if isinstance(v, tuple)}
-    return DiscoveryConfig(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+    """A config as saved with a run (the archive's runs table) back into the dataclasses, type-checked."""
+    if "search" not in values and "task" in values and isinstance(values["task"], str):
+        raise ConfigError(
+            "this run was saved by podisco before configs were nested (task, proposer, search, execution); "
+            "it can be read and reported, but not resumed: start a new run"
+        )
+    return apply(DiscoveryConfig(), values)

@@ -1,6 +1,7 @@
 """Executors run worker jobs in sandboxed child processes: a local pool, or Ray tasks on a cluster.
 
-Either way one job is one process (``python -m podisco.discovery.worker job.json result.json``) under
+Either way one job (boundary/job.py) is one process (``python -m podisco.discovery.child.worker job.json
+result.json``) under
 ``sandbox.run_sandboxed``; the executor only decides where and how many at a time. Trusted jobs (a
 registered reference loss, no candidate code) run at the ``process`` level so they may fill the shared
 reference cache; candidate jobs run at the run's isolation level. Given GPUs, each job holds one
@@ -19,17 +20,11 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from podisco.cache import atomic_output
-from podisco.discovery.sandbox import Limits, gpu_devices, run_sandboxed, scrubbed_env
-
-
-@dataclass
-class Job:
-    payload: dict  # what the worker reads (worker.py)
-    workdir: str
-    trusted: bool = False
+from podisco.discovery.boundary.job import Job
+from podisco.discovery.boundary.sandbox import Limits, gpu_devices, run_sandboxed, scrubbed_env
 
 
 @dataclass
@@ -41,39 +36,41 @@ class ExecutionSettings:
     gpus: tuple[str, ...] = ()  # each job holds one of these GPUs (CUDA_VISIBLE_DEVICES) while it runs
 
 
-# What identifies a job's work: a finished result is used again only for the same work.
-_IDENTITY = ("task", "seeds", "code", "loss", "name", "beta")
+class Executor(Protocol):
+    """Where and how many sandboxed worker jobs run at a time; each job is one process either way."""
+
+    workers: int  # jobs that may run at once
+
+    def submit(self, job: Job, workdir: Path) -> Future: ...
+
+    def shutdown(self) -> None: ...
 
 
-def _identity(job: Job) -> dict[str, Any]:
-    return json.loads(json.dumps({k: job.payload.get(k) for k in _IDENTITY}))  # as read back: tuples are lists
-
-
-def _finished_path(job: Job) -> Path:
+def _finished_path(workdir: Path) -> Path:
     """Beside the job's folder, not in it: the sandboxed child can write its folder, never this file."""
-    return Path(job.workdir).with_name(Path(job.workdir).name + ".finished.json")
+    return workdir.with_name(workdir.name + ".finished.json")
 
 
-def finished_result(job: Job) -> dict[str, Any] | None:
+def finished_result(job: Job, workdir: Path) -> dict[str, Any] | None:
     """The result of the same work finished earlier by a worker that exited cleanly, else None."""
     try:
-        kept = json.loads(_finished_path(job).read_text())
+        kept = json.loads(_finished_path(Path(workdir)).read_text())
     except (OSError, ValueError):
         return None
-    same = kept.get("identity") == _identity(job)
+    same = kept.get("identity") == job.identity()
     return {**kept["result"], "reused": True} if same and isinstance(kept.get("result"), dict) else None
 
 
-def execute(job: Job, settings: ExecutionSettings, gpu: str | None = None) -> dict[str, Any]:
+def execute(job: Job, workdir: Path, settings: ExecutionSettings, gpu: str | None = None) -> dict[str, Any]:
     """Run one job to completion; a job that leaves no result becomes a ``failed`` result saying why.
     With ``gpu``, the job sees that one GPU (and under bwrap, the NVIDIA device nodes)."""
-    workdir = Path(job.workdir)
-    _finished_path(job).unlink(missing_ok=True)
+    workdir = Path(workdir)
+    _finished_path(workdir).unlink(missing_ok=True)
     if workdir.exists():  # a re-dispatched job (after a crash) starts clean
         shutil.rmtree(workdir)
     (workdir / "tmp").mkdir(parents=True)
-    (workdir / "job.json").write_text(json.dumps(job.payload))
-    argv = [sys.executable, "-m", "podisco.discovery.worker", "job.json", "result.json"]
+    job.write(workdir / "job.json")
+    argv = [sys.executable, "-m", "podisco.discovery.child.worker", "job.json", "result.json"]
     isolation = "process" if job.trusted else settings.isolation
     env = {**settings.env, "TMPDIR": str(workdir / "tmp")}
     if gpu is not None:
@@ -95,8 +92,8 @@ def execute(job: Job, settings: ExecutionSettings, gpu: str | None = None) -> di
         except ValueError:
             return {"status": "failed", "error": "the worker's result file is not valid JSON", "sandbox": sandbox}
         if outcome.returncode == 0:  # kept for a resumed run: a killed parent or failed judge redoes nothing
-            with atomic_output(_finished_path(job)) as tmp:
-                tmp.write_text(json.dumps({"identity": _identity(job), "result": result}))
+            with atomic_output(_finished_path(workdir)) as tmp:
+                tmp.write_text(json.dumps({"identity": job.identity(), "result": result}))
         return result
     if outcome.timed_out:
         reason = f"the job ran past its wall-clock limit of {settings.limits.wall_s:g} s and was killed"
@@ -120,17 +117,17 @@ class LocalExecutor:
             self._free_gpus.put(gpu)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="podisco-job")
 
-    def _run(self, job: Job) -> dict[str, Any]:
+    def _run(self, job: Job, workdir: Path) -> dict[str, Any]:
         if not self.settings.gpus:
-            return execute(job, self.settings)
+            return execute(job, workdir, self.settings)
         gpu = self._free_gpus.get()  # never waits: there are no more workers than GPUs
         try:
-            return execute(job, self.settings, gpu)
+            return execute(job, workdir, self.settings, gpu)
         finally:
             self._free_gpus.put(gpu)
 
-    def submit(self, job: Job) -> Future:
-        return self._pool.submit(self._run, job)
+    def submit(self, job: Job, workdir: Path) -> Future:
+        return self._pool.submit(self._run, job, workdir)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -152,8 +149,8 @@ class RayExecutor:
         resources = ray.cluster_resources()
         self.workers = max(1, int(resources.get("GPU" if gpus else "CPU", 1)) // (1 if gpus else cpus_per_job))
 
-    def submit(self, job: Job) -> Future:
-        return self._remote.remote(asdict(job), _settings_dict(self.settings)).future()
+    def submit(self, job: Job, workdir: Path) -> Future:
+        return self._remote.remote(job.to_json(), str(workdir), _settings_dict(self.settings)).future()
 
     def shutdown(self) -> None:
         self._ray.shutdown()
@@ -163,10 +160,10 @@ def _settings_dict(settings: ExecutionSettings) -> dict:
     return {**asdict(settings), "limits": asdict(settings.limits)}
 
 
-def _execute_on_node(job: dict, settings: dict) -> dict:
+def _execute_on_node(job: dict, workdir: str, settings: dict) -> dict:
     limits = Limits(**settings.pop("limits"))
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") if settings["gpus"] else None
-    return execute(Job(**job), ExecutionSettings(limits=limits, **settings), gpu)
+    return execute(Job.from_json(job), Path(workdir), ExecutionSettings(limits=limits, **settings), gpu)
 
 
 def default_workers(threads_per_job: int) -> int:

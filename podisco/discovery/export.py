@@ -1,9 +1,8 @@
-"""Export a discovered loss as a Python file, and load such a file as a loss (``--loss loss.py:NAME``).
+"""Export a discovered loss as a Python file that ``podisco train --loss loss.py:NAME`` loads.
 
-An exported file is the candidate's function with the three imports it may use, so it passes the static
-gate; loading goes through the gate again (a hand-edited file must stay within it). Loading runs the code in
-the calling process: ``podisco train`` and ``podisco sweep`` do that at the user's request, never the
-discovery loop.
+An exported file is the candidate's function with the three imports it uses. Loading it is
+``podisco.losses.forms.load_loss_file``: the user's own file, trusted like a training script, never the
+discovery loop's candidate loader.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from podisco.discovery.archive import Attempt
-from podisco.errors import PodiscoError
 
 _HEADER = '''"""{name}: discovered by podisco (run {run}, attempt {id}, generation {generation}).
 
@@ -56,28 +54,3 @@ def _function_name(code: str) -> str:
     import ast
 
     return next(n.name for n in ast.parse(code).body if isinstance(n, ast.FunctionDef))
-
-
-def is_loss_file(spec: str) -> bool:
-    return ".py:" in spec or spec.endswith(".py")
-
-
-def load_loss_file(spec: str, classification: bool = False):
-    """``path.py:NAME`` (or ``path.py`` with one function) -> (label, loss under the contract)."""
-    from podisco.discovery.archive import code_hash
-    from podisco.discovery.candidate import CandidateError, classification_loss, preference_loss
-    from podisco.discovery.gate import GateError
-
-    path_text, _, name = spec.partition(":") if ".py:" in spec else (spec, "", "")
-    path = Path(path_text)
-    if not path.is_file():
-        raise PodiscoError(f"loss file {path} does not exist")
-    code = path.read_text()
-    try:
-        fn = classification_loss(code) if classification else preference_loss(code)
-    except (GateError, CandidateError) as error:
-        raise PodiscoError(f"{path}: {error}") from error
-    if name and fn.__name__ != name:
-        raise PodiscoError(f"{path} defines {fn.__name__!r}, not {name!r}")
-    # The label names the code too, so a cache keyed by it changes when the file does.
-    return f"{path.name}:{fn.__name__}@{code_hash(code)[:8]}", fn

@@ -19,25 +19,26 @@ from dataclasses import asdict
 from pathlib import Path
 
 from podisco.cache import atomic_output
-from podisco.discovery import fitness as fitness_mod
-from podisco.discovery import judging
 from podisco.discovery.archive import Archive, Attempt, code_hash
+from podisco.discovery.boundary.gate import GateError, check_code
+from podisco.discovery.boundary.job import Job
+from podisco.discovery.boundary.sandbox import Limits, detect_isolation, require_isolation
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
 from podisco.discovery.executors import (
     ExecutionSettings,
-    Job,
+    Executor,
     LocalExecutor,
     RayExecutor,
     default_workers,
     finished_result,
 )
-from podisco.discovery.gate import GateError, check_code
-from podisco.discovery.parse import ProposalError, parse_proposal
-from podisco.discovery.prompts import seeds_for
-from podisco.discovery.proposers import Context, Proposal, ReplayExhausted
-from podisco.discovery.results import record, run_fitness
-from podisco.discovery.sandbox import Limits, detect_isolation, require_isolation
+from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
+from podisco.discovery.proposers.parse import ProposalError, parse_proposal
+from podisco.discovery.results import finish_rows, record, run_fitness
 from podisco.errors import PodiscoError
+from podisco.stats import format_estimate
+from podisco.tasks.base import get_task, source_paths
+from podisco.training.config import save_yaml
 
 REFERENCE_ATTEMPTS = 3
 
@@ -46,24 +47,26 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def make_proposer(config: DiscoveryConfig):
-    from podisco.discovery.evolve import EvolveProposer
-    from podisco.discovery.proposers import LLMProposer, ReplayProposer
+def make_proposer(config: DiscoveryConfig) -> Proposer:
+    from podisco.discovery.proposers.evolve import EvolveProposer
+    from podisco.discovery.proposers.llm import LLMProposer
+    from podisco.discovery.proposers.replay import ReplayProposer
     from podisco.llm_client import ChatClient, llm_configured, settings_from_env
 
-    kind = config.proposer
-    settings = settings_from_env(config.llm_model or None, config.llm_base_url or None)
+    section = config.proposer
+    kind = section.kind
+    settings = settings_from_env(section.llm_model or None, section.llm_base_url or None)
     if kind == "auto":  # an LLM only when one was named: a stray OPENAI_API_KEY must not start spending
-        named = config.llm_model or config.llm_base_url or os.environ.get("PODISCO_LLM_MODEL")
+        named = section.llm_model or section.llm_base_url or os.environ.get("PODISCO_LLM_MODEL")
         kind = "llm" if named and llm_configured(settings) else "evolve"
     if kind == "llm":
-        return LLMProposer(ChatClient(settings), config.prompt_mode)
+        return LLMProposer(ChatClient(settings), section.prompt_mode)
     if kind == "replay":
-        if not config.replay_file:
+        if not section.replay_file:
             raise PodiscoError("--proposer replay needs --replay FILE (a JSONL of recorded replies)")
-        return ReplayProposer(config.replay_file)
+        return ReplayProposer(section.replay_file)
     if kind == "evolve":
-        return EvolveProposer(config.seed)
+        return EvolveProposer(section.seed)
     raise PodiscoError(f"unknown proposer {kind!r}: auto, llm, evolve or replay")
 
 
@@ -73,51 +76,60 @@ def run_discovery(
     run_id: str | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
-    proposer=None,
+    proposer: Proposer | None = None,
 ) -> str:
     root = Path(root)
     archive = Archive(root / "archive.sqlite")
     if resume:
-        stored = archive.run(run_id or "")
-        if stored is None:
-            raise PodiscoError(f"no run {run_id!r} to resume in {archive.path}")
-        given, config = config, config_from_dict(stored["config"])
-        config.generations = max(config.generations, given.generations)
-        for key in ("judge_model", "judge_base_url", "judge_cache"):  # a judge that failed may be replaced
-            setattr(config, key, getattr(given, key) or getattr(config, key))
+        config = _resumed_config(archive, run_id, config)
+    config.validate()
+    task = get_task(config.task.name, config.task.options)
     proposer = proposer or make_proposer(config)
-    isolation = detect_isolation() if config.isolation == "auto" else config.isolation
+    execution = config.execution
+    isolation = detect_isolation() if execution.isolation == "auto" else execution.isolation
     if proposer.kind in ("llm", "replay"):
-        require_isolation(isolation, config.allow_weak_isolation)
-    name, version = config.task_version()
-    judge = judging.make(config) if config.judged else None  # refused now, not after hours of training
+        require_isolation(isolation, execution.allow_weak_isolation)
+    spec = task.prepare(root, log)  # trusted: caches, checked data, a judge; refused now, not after hours
     if not resume:
         run_id = run_id or new_run_id()
-        archive.create_run(run_id, asdict(config), name, version, isolation)
-    log(f"run {run_id}: task {name} v{version}, proposer {proposer.kind}, isolation {isolation}")
-    state = RunState(config, run_id, archive, root, _task_spec(config, root, log), judge=judge)
-    gpus = _gpus(config)
+        archive.create_run(run_id, asdict(config), task.name, task.version, isolation)
+    assert run_id is not None
+    save_yaml(config, root / "configs" / f"{run_id}.yaml")  # the resolved config, beside the archive
+    log(f"run {run_id}: task {task.name} v{task.version}, proposer {proposer.kind}, isolation {isolation}")
+    search = config.search
+    state = RunState(
+        config,
+        run_id,
+        archive,
+        root,
+        task,
+        spec,
+        search.seeds or task.default_seeds,
+        search.reevaluate_seeds or task.default_reevaluate_seeds,
+    )
+    limits = task.limits()
+    gpus = limits.gpus
     if gpus:
         log(f"GPUs {', '.join(gpus)}: one job per GPU")
-    wall = config.wall_limit()
+    wall = execution.wall_s or limits.wall_s
     settings = ExecutionSettings(
         isolation=isolation,
         # GPU jobs: no address-space limit (CUDA maps far more than it uses); CPU time scales with the wall time
-        limits=Limits(wall_s=wall, cpu_s=int(max(3600, 8 * wall)), memory_mb=0 if gpus else config.memory_mb),
-        readonly_paths=_readonly_paths(state.task_spec),
-        env=_job_env(config, state.task_spec, bool(gpus)),
+        limits=Limits(wall_s=wall, cpu_s=int(max(3600, 8 * wall)), memory_mb=0 if gpus else execution.memory_mb),
+        readonly_paths=(*task.readonly_paths(spec), *source_paths(spec)),
+        env=_job_env(execution.threads, bool(gpus)),
         gpus=gpus,
     )
-    workers = config.workers or (len(gpus) if gpus else default_workers(config.threads))
-    executor = (
-        RayExecutor(config.ray_address, settings, config.threads)
-        if config.executor == "ray"
+    workers = execution.workers or (len(gpus) if gpus else default_workers(execution.threads))
+    executor: Executor = (
+        RayExecutor(execution.ray_address, settings, execution.threads)
+        if execution.executor == "ray"
         else LocalExecutor(workers, settings)
     )
     try:
-        _ensure_references(state, executor, config.seeds)
+        _ensure_references(state, executor, state.seeds)
         _generation_zero(state, executor, log)
-        for generation in range(1, config.generations + 1):
+        for generation in range(1, search.generations + 1):
             if not _generation(state, executor, proposer, generation, log):
                 break
         _reevaluate(state, executor, log)
@@ -130,107 +142,76 @@ def run_discovery(
     return run_id
 
 
-def _task_spec(config: DiscoveryConfig, root: Path, log) -> dict:
-    if config.task == "digits":
-        return {"name": "digits", "epochs": config.epochs}
-    if config.judged:
-        from podisco.tasks.judged import JudgedTask, prepare_spec
-
-        if not config.train_config:
-            raise PodiscoError(f"--task {config.task} needs --train-config YAML (model, data, schedule)")
-        task = JudgedTask(
-            config.task,
-            config.train_config,
-            config.eval_data,
-            config.eval_limit,
-            config.max_new_tokens,
-            tuple(config.train_overrides),
-        )
-        return prepare_spec(task, root / "prepared", log)  # trusted: loads, checks and writes, before any candidate
-    if config.task != "imdb":
-        raise PodiscoError(f"unknown discovery task {config.task!r}: imdb, digits, chat, alpaca or tldr")
-    from podisco.tasks.imdb import cache_root, prepare
-
-    prepare(config.preset, config.cache_dir or None)  # trusted: builds the caches once, before any candidate
-    cache = str(Path(config.cache_dir or cache_root()).resolve())
-    return {"name": "imdb", "preset": config.preset, "cache_dir": cache, "steps": config.steps, "lr": config.lr}
+def _resumed_config(archive: Archive, run_id: str | None, given: DiscoveryConfig) -> DiscoveryConfig:
+    """The run's own config; more generations may be asked for, and options the task names as replaceable
+    (a judge that failed, say) are taken from ``given``."""
+    stored = archive.run(run_id or "")
+    if stored is None:
+        raise PodiscoError(f"no run {run_id!r} to resume in {archive.path}")
+    config = config_from_dict(stored["config"])
+    config.search.generations = max(config.search.generations, given.search.generations)
+    replaceable = getattr(get_task(config.task.name, config.task.options), "replaceable_on_resume", ())
+    for key in replaceable:
+        if given.task.options.get(key):
+            config.task.options[key] = given.task.options[key]
+    return config
 
 
-def _gpus(config: DiscoveryConfig) -> tuple[str, ...]:
-    """The GPUs jobs may use: only the judged tasks train models big enough to want them."""
-    if not config.judged or config.gpus in ("", "none"):
-        return ()
-    if config.gpus != "auto":
-        return tuple(g.strip() for g in config.gpus.split(",") if g.strip())
-    import torch
-
-    return tuple(str(i) for i in range(torch.cuda.device_count()))
-
-
-def _readonly_paths(spec: dict) -> tuple[str, ...]:
-    """What a bwrap'd worker reads besides the interpreter and the project: the task's prepared files."""
-    if spec["name"] == "imdb":
-        return (spec["cache_dir"],)
-    if spec["name"] == "digits":
-        return ()
+def _job_env(threads: int, gpus: bool = False) -> dict[str, str]:
     from podisco.cache import cache_home
-    from podisco.tasks.judged import readonly_paths
 
-    # the reference log-probs, written by the trusted DPO reference runs, read by the candidates
-    reference_cache = cache_home().resolve() / "reference"
-    reference_cache.mkdir(parents=True, exist_ok=True)
-    return (*readonly_paths(spec), str(reference_cache))
-
-
-def _job_env(config: DiscoveryConfig, spec: dict, gpus: bool = False) -> dict[str, str]:
     env = {
-        "OMP_NUM_THREADS": str(config.threads),
-        "MKL_NUM_THREADS": str(config.threads),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # the worker's console is a log nobody watches live: no progress bars or advisory warnings in it
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PODISCO_CACHE": str(cache_home().resolve()),
     }
-    from podisco.cache import cache_home
-
-    env["PODISCO_CACHE"] = str(cache_home().resolve())
     if gpus and os.environ.get("LD_LIBRARY_PATH"):  # where some machines keep libcuda; not a secret
         env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     return env
 
 
-def _payload(state: RunState, seeds, **extra) -> dict:
-    return {
-        "task": state.task_spec,
-        "beta": state.config.beta,
-        "seeds": list(seeds),
-        "threads": state.config.threads,
-        "duplicate_distance": state.config.duplicate_distance,
-        **extra,
-    }
+def _job(state: RunState, seeds, **fields) -> Job:
+    execution, search = state.config.execution, state.config.search
+    return Job(
+        task=state.spec,
+        beta=search.beta,
+        seeds=tuple(seeds),
+        threads=execution.threads,
+        duplicate_distance=search.duplicate_distance,
+        **fields,
+    )
 
 
-def _submit(executor, job: Job) -> Future:
+def _submit(executor: Executor, job: Job, workdir: Path) -> Future:
     """Run ``job``, unless its worker already finished (the run was killed, or the judge failed, after it):
     then its result, kept by ``executors.execute`` outside the sandbox's folder, is used again."""
-    result = finished_result(job)
+    result = finished_result(job, workdir)
     if result is None:
-        return executor.submit(job)
+        return executor.submit(job, workdir)
     done: Future = Future()
     done.set_result(result)
     return done
 
 
-# reference runs (DPO with the same seeds, for the paired tasks), cached across runs of the same settings
+# reference runs (the task's reference loss with the same seeds, for the paired tasks), cached across runs
 def _reference_key(state: RunState) -> str:
-    return code_hash(json.dumps({"task": state.task_spec, "beta": state.config.beta}, sort_keys=True))
+    what = {"task": state.spec.to_json(), "beta": state.config.search.beta, "loss": state.task.reference_loss}
+    return code_hash(json.dumps(what, sort_keys=True))
 
 
 def _reference_path(state: RunState, seed: int) -> Path:
     return state.root / "references" / f"{_reference_key(state)}-seed{seed}.json"
 
 
-def _ensure_references(state: RunState, executor, seeds) -> None:
-    if state.config.task == "digits":
+def _ensure_references(state: RunState, executor: Executor, seeds) -> None:
+    if not state.task.paired:
         return
     missing = []
     for seed in seeds:
@@ -239,11 +220,11 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
             state.references[str(seed)] = json.loads(path.read_text())
         else:
             missing.append(seed)
+    loss = state.task.reference_loss
 
     def submit(seed: int):
-        payload = _payload(state, [seed], loss="sigmoid", name="dpo")
         workdir = state.root / "work" / f"reference-{_reference_key(state)}-{seed}"
-        return _submit(executor, Job(payload, str(workdir), trusted=True))
+        return _submit(executor, _job(state, [seed], name=loss, loss=loss), workdir)
 
     # A reference run is trusted code: when it fails, the machine did (a killed worker, a full disk), so it is
     # tried again before the run gives up; a candidate's failure is the candidate's and is recorded instead.
@@ -255,10 +236,8 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
             if attempt < REFERENCE_ATTEMPTS:
                 jobs[submit(seed)] = (seed, attempt + 1)
                 continue
-            raise PodiscoError(f"the reference run (DPO, seed {seed}) failed {attempt} times: {result.get('error')}")
-        row = result["per_seed"][0]
-        if state.config.judged:
-            row = judging.judged_rows(state, [row], "the DPO reference run")[0]
+            raise PodiscoError(f"the reference run ({loss}, seed {seed}) failed {attempt} times: {result.get('error')}")
+        row = finish_rows(state, result["per_seed"][:1], f"the reference run ({loss})")[0]
         path = _reference_path(state, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
@@ -267,25 +246,25 @@ def _ensure_references(state: RunState, executor, seeds) -> None:
 
 
 # generations
-def _generation_zero(state: RunState, executor, log) -> None:
+def _generation_zero(state: RunState, executor: Executor, log) -> None:
     """The seed archive, evaluated like any candidate (no dedup: they are the known losses)."""
     existing = {a.slot for a in state.archive.attempts(state.run_id) if a.generation == 0}
-    for slot, (name, code) in enumerate(seeds_for(state.config.task).items()):
+    for slot, (name, code) in enumerate(state.task.seed_archive().items()):
         if slot not in existing:
             state.archive.add_proposed(state.run_id, 0, slot, "seed", name, f"seed loss {name}", code)
     _dispatch(state, executor, 0, log)
 
 
-def _generation(state: RunState, executor, proposer, generation: int, log) -> bool:
+def _generation(state: RunState, executor: Executor, proposer: Proposer, generation: int, log) -> bool:
     """Fill the generation's missing slots, evaluate what is pending, feed back. False: the proposer ran dry."""
     archive, run = state.archive, state.run_id
     taken = {a.slot for a in archive.attempts(run) if a.generation == generation}
-    meaning = fitness_mod.describe(state.config.task)
+    population = state.config.search.population
     exhausted = False
-    for slot in range(state.config.population):
+    for slot in range(population):
         if slot in taken:
             continue
-        context = Context(run, state.config.task, generation, slot, state.config.population, archive, meaning)
+        context = Context(run, state.task, generation, slot, population, archive)
         try:
             proposal = proposer.propose(context)
         except ReplayExhausted as error:
@@ -297,9 +276,7 @@ def _generation(state: RunState, executor, proposer, generation: int, log) -> bo
             _log_attempt(state, attempt, log)
     _dispatch(state, executor, generation, log)
     attempts = [a for a in archive.attempts(run) if a.generation == generation]
-    proposer.feedback(
-        Context(run, state.config.task, generation, 0, state.config.population, archive, meaning), attempts
-    )
+    proposer.feedback(Context(run, state.task, generation, 0, population, archive), attempts)
     return not exhausted
 
 
@@ -358,26 +335,27 @@ def _registry_measured(state: RunState) -> list[str]:
 
     names = []
     for a in state.archive.attempts(state.run_id, "evaluated"):
-        if a.proposer == "seed" and state.config.task != "digits":
+        if a.proposer == "seed" and state.task.kind == "preference":
             names.append(get_spec(a.name).name)
     return names
 
 
 def _stage_threshold(state: RunState) -> float | None:
     """Stage 1 promotes a candidate within ``promote_margin`` of the best fully evaluated attempt."""
+    search = state.config.search
     full = [
         a
         for a in state.archive.attempts(state.run_id, "evaluated")
-        if a.fitness is not None and len(a.seeds or []) >= len(state.config.seeds)
+        if a.fitness is not None and len(a.seeds or []) >= len(state.seeds)
     ]
-    if not full or state.config.stage1_seeds >= len(state.config.seeds):
+    if not full or search.stage1_seeds >= len(state.seeds):
         return None
-    if state.config.judged:  # the worker cannot score its own answers (no judge in the sandbox): no stages
+    if not state.task.staged:  # e.g. a judged task: the worker cannot score its own answers
         return None
-    return max(a.fitness for a in full) - state.config.promote_margin
+    return max(a.fitness for a in full) - search.promote_margin
 
 
-def _dispatch(state: RunState, executor, generation: int, log) -> None:
+def _dispatch(state: RunState, executor: Executor, generation: int, log) -> None:
     pending = [a for a in state.archive.attempts(state.run_id, "proposed") if a.generation == generation]
     if not pending:
         return
@@ -386,20 +364,19 @@ def _dispatch(state: RunState, executor, generation: int, log) -> None:
     known = {} if seed_stage else _known_fingerprints(state)
     futures = {}
     for a in pending:
-        payload = _payload(
+        job = _job(
             state,
-            state.config.seeds,
+            state.seeds,
             name=a.name,
             code=a.code,
             known=known,
-            registry_measured=_registry_measured(state),
+            registry_measured=tuple(_registry_measured(state)),
             dedup=not seed_stage,
             reference=state.references,
-            stage1_seeds=state.config.stage1_seeds,
+            stage1_seeds=state.config.search.stage1_seeds,
             stage_threshold=threshold,
         )
-        job = Job(payload, str(state.root / "work" / state.run_id / f"attempt-{a.id}"))
-        futures[_submit(executor, job)] = a
+        futures[_submit(executor, job, state.root / "work" / state.run_id / f"attempt-{a.id}")] = a
     for future in as_completed(futures):
         attempt = futures[future]
         record(state, attempt, future.result())
@@ -414,29 +391,26 @@ def _log_attempt(state: RunState, a: Attempt, log) -> None:
     log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{why}{best_text}")
 
 
-def _reevaluate(state: RunState, executor, log) -> None:
+def _reevaluate(state: RunState, executor: Executor, log) -> None:
     """The top candidates with more seeds (their first seeds are reused), before the run reports them."""
-    config = state.config
     done = {r["attempt_id"] for r in state.archive.reevaluations(state.run_id)}
-    top = [a for a in state.archive.best(state.run_id, config.reevaluate_top) if a.id not in done]
-    extra = [s for s in config.reevaluate_seeds if s not in config.seeds]
+    top = [a for a in state.archive.best(state.run_id, state.config.search.reevaluate_top) if a.id not in done]
+    extra = [s for s in state.reevaluate_seeds if s not in state.seeds]
     if not top or not extra:
         return
     _ensure_references(state, executor, extra)
     futures = {}
     for a in top:
-        new_seeds = [s for s in config.reevaluate_seeds if s not in (a.seeds or [])]
-        payload = _payload(state, new_seeds, name=a.name, code=a.code, dedup=False)
-        futures[_submit(executor, Job(payload, str(state.root / "work" / state.run_id / f"reeval-{a.id}")))] = a
+        new_seeds = [s for s in state.reevaluate_seeds if s not in (a.seeds or [])]
+        job = _job(state, new_seeds, name=a.name, code=a.code)
+        futures[_submit(executor, job, state.root / "work" / state.run_id / f"reeval-{a.id}")] = a
     for future in as_completed(futures):
         a, result = futures[future], future.result()
         if result.get("status") != "evaluated":
             log(f"re-evaluation of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
             continue
-        new_rows = result["per_seed"]
-        if state.config.judged:
-            new_rows = judging.judged_rows(state, new_rows, f"the re-evaluation of {a.name}")
+        new_rows = finish_rows(state, result["per_seed"], f"the re-evaluation of {a.name}")
         rows = a.metrics.get("per_seed", []) + new_rows
-        mean, stderr = run_fitness(state, rows)
-        state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], mean, stderr, {"per_seed": rows})
-        log(f"re-evaluated {a.name} over {len(rows)} seeds: {mean:+.4f} +- {stderr or 0:.4f} (SE)")
+        fitness = run_fitness(state, rows)
+        state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], fitness.mean, fitness.se, {"per_seed": rows})
+        log(f"re-evaluated {a.name} over {len(rows)} seeds: {format_estimate(fitness)}")

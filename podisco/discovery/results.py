@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from podisco.discovery import fitness as fitness_mod
 from podisco.discovery.archive import Attempt
 from podisco.discovery.config import RunState
-from podisco.discovery.judging import judged_rows
+from podisco.errors import PodiscoError
+from podisco.stats import Estimate, estimate
+
+
+def finish_rows(state: RunState, rows: list[dict], what: str) -> list[dict]:
+    """Each seed's row as the task scores it in the parent (a judged task judges the answers here). A failure
+    stops the run with a clear error and loses nothing: the worker's result stays on disk, so ``--resume``
+    scores it again without training (loop._submit)."""
+    out = []
+    for row in rows:
+        try:
+            out.append(state.task.finish_seed(state.spec, row))
+        except PodiscoError as error:  # LLMError (unreachable, refused) or not one usable verdict
+            raise PodiscoError(
+                f"scoring {what} (seed {row['seed']}) failed: {error}\n"
+                f"the trained results are kept; podisco discover --resume --run {state.run_id} scores them "
+                "again without training"
+            ) from error
+    return out
 
 
 def record(state: RunState, attempt: Attempt, result: dict) -> None:
     status = result.get("status", "failed")
-    if state.config.judged and status == "evaluated":  # the worker answered; the judge scores here
+    if status == "evaluated":
         what = f"attempt {attempt.id} ({attempt.name})"
-        result = {**result, "per_seed": judged_rows(state, result["per_seed"], what)}
+        result = {**result, "per_seed": finish_rows(state, result["per_seed"], what)}
     fields = {
         "error": result.get("error"),
         "fingerprint": result.get("fingerprint"),
@@ -28,36 +45,30 @@ def record(state: RunState, attempt: Attempt, result: dict) -> None:
         fields["metrics"] = _metrics(state, rows, result)
         fields["seeds"] = [r["seed"] for r in rows]
         if status == "evaluated":
-            fields["fitness"], fields["fitness_stderr"] = run_fitness(state, rows)
+            fitness = run_fitness(state, rows)
+            fields["fitness"], fields["fitness_stderr"] = fitness.mean, fitness.se
     if status not in ("invalid", "duplicate", "failed", "evaluated"):
         status, fields["error"] = "failed", f"the worker reported an unknown status {status!r}"
     state.archive.finish(attempt.id, status, **fields)
 
 
-def run_fitness(state: RunState, rows: list[dict]) -> tuple[float, float | None]:
-    task, references = state.config.task, state.references
-    return fitness_mod.aggregate([fitness_mod.seed_fitness(task, r, references.get(str(r["seed"]))) for r in rows])
+def run_fitness(state: RunState, rows: list[dict]) -> Estimate:
+    """The mean of the per-seed fitness (paired with the reference row of the same seed) and its SE."""
+    task, references = state.task, state.references
+    return estimate([task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows])
 
 
 def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:
     metrics = {"per_seed": rows, "promoted": result.get("promoted", True), "flags": result.get("flags")}
-    if state.config.task == "digits":
+    if state.task.kind != "preference":
         return metrics
     last = [r.get("train", {}) for r in rows]
-    if state.config.task == "imdb":
-        outcome = {"reward": _mean(rows, "reward"), "kl": _mean(rows, "kl")}
-    else:  # a failed judged attempt has answers but no score
-        outcome = {"judge_score": _mean(rows, "score")} if all("score" in r for r in rows) else {}
     metrics["dynamics"] = {
-        **outcome,
+        **state.task.summarise(rows),
         "final_margin": _mean_last(last, "rewards/margins"),
         "final_accuracy": _mean_last(last, "rewards/accuracies"),
     }
     return metrics
-
-
-def _mean(rows: list[dict], key: str) -> float:
-    return round(sum(r[key] for r in rows) / len(rows), 4)
 
 
 def _mean_last(curves: list[dict], key: str) -> float | None:

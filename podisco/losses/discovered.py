@@ -1,6 +1,6 @@
 """The seven losses discovered by GPT-4 in the DiscoPOP paper (arXiv 2406.08414, Table 1 and App. E).
 
-Each is registered twice (paper.md §4):
+Each is registered twice (docs/paper.md §4):
 
 * ``NAME``: the beta-consistent form of App. E. beta multiplies rho first (u = beta*rho), and terms the
   discovered code computed on the raw rho are computed on u/tau with tau = 0.05, so the two forms agree at the

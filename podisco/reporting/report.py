@@ -128,7 +128,8 @@ def _lineage(best: Attempt, by_id: dict[int, Attempt]) -> str:
 def _frontier(sweep_csvs: Sequence[Path]) -> str:
     """An IMDb sweep's reward-vs-KL frontier, or a judged sweep's score against beta."""
     from podisco.reporting.frontier_plot import plot_frontier, plot_scores
-    from podisco.tasks import imdb_fitness, judged
+    from podisco.tasks.imdb import fitness as imdb_fitness
+    from podisco.tasks.judged import pipeline as judged
 
     parts = []
     for path in sweep_csvs:

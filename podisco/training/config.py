@@ -133,6 +133,15 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: cannot use {value!r}")
+    if origin is tuple and typing.get_args(annotation)[-1:] == (Ellipsis,):  # tuple[int, ...]: any length
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+        return tuple(_coerce(v, typing.get_args(annotation)[0], key) for v in items)
+    if origin is dict:  # free-form options, checked by their owner (a task's option dataclass)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is typing.Any:
+        return value
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)
         args = typing.get_args(annotation)
@@ -181,6 +190,8 @@ def apply(config: Any, updates: dict[str, Any], prefix: str = "") -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{dotted}: expected a mapping of {', '.join(f.name for f in fields(current))}")
             apply(current, value, f"{dotted}.")
+        elif isinstance(current, dict) and isinstance(value, dict):  # merged: key.sub=value sets one entry
+            setattr(config, key, {**current, **value})
         else:
             setattr(config, key, _coerce(value, hints[key], dotted))
     return config

@@ -1,6 +1,6 @@
 """The one training loop, shared by preference optimisation and SFT; readable top to bottom.
 
-setup (seed, dropout off, optimizer, schedule, Accelerate) -> resume -> for each optimizer step: gradient
+setup (dropout off, optimizer, schedule, Accelerate) -> resume -> for each optimizer step: gradient
 accumulation over micro-batches, clip, step, log, checkpoint -> save. What differs between preference
 training and SFT is one function, ``compute(scorer, batch) -> StepOutput``.
 
@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
@@ -47,12 +45,6 @@ class TrainResult:
     output_dir: Path
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from podisco.discovery.battery import BatteryError, check_classification_loss, check_preference_loss
+from podisco.discovery.child.battery import BatteryError, check_classification_loss, check_preference_loss
 from podisco.losses.registry import get_loss
 
 

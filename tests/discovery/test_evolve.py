@@ -1,12 +1,13 @@
+import ast
 import random
 
 import pytest
 
-from podisco.discovery import evolve
 from podisco.discovery.archive import Archive
-from podisco.discovery.gate import check_code
-from podisco.discovery.prompts import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
-from podisco.discovery.proposers import Context
+from podisco.discovery.boundary.gate import check_code
+from podisco.discovery.proposers import evolve
+from podisco.discovery.proposers.base import Context
+from podisco.tasks.seeds import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -25,10 +26,20 @@ def test_every_operator_yields_code_that_passes_the_gate(seed):
     assert check_code(evolve.blend(x, y, rng, "mix", classification=True)) == "mix"
 
 
+def _numbers(tree: ast.AST) -> list[ast.Constant]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and type(n.value) in (int, float)]
+
+
 def test_perturb_changes_one_constant_and_swap_one_primitive():
     rng = random.Random(0)
-    dpo = PREFERENCE_SEEDS["slic"]
-    assert evolve.perturb(dpo, rng, "slic") != dpo.replace("def slic", "def slic")
+    renamed = PREFERENCE_SEEDS["slic"].replace("def slic", "def slic2")
+    child = evolve.perturb(PREFERENCE_SEEDS["slic"], rng, "slic2")
+    parent_tree, child_tree = ast.parse(renamed), ast.parse(child)
+    changed = [(p, c) for p, c in zip(_numbers(parent_tree), _numbers(child_tree), strict=True) if p.value != c.value]
+    assert len(changed) == 1  # one constant moved (slic's margin 1, here)...
+    [(before, after)] = changed
+    after.value = before.value
+    assert ast.dump(child_tree) == ast.dump(parent_tree)  # ...and nothing else: name, structure, other numbers
     swapped = evolve.swap(PREFERENCE_SEEDS["dpo"], rng, "dpo2")
     assert "F.logsigmoid" not in swapped
 

@@ -1,10 +1,11 @@
 import torch
 import torch.nn.functional as F
 
-from podisco.cli import main
+from podisco.cli.main import main
 from podisco.discovery.archive import Archive
-from podisco.discovery.export import export_attempt, load_loss_file
-from podisco.discovery.prompts import PREFERENCE_SEEDS
+from podisco.discovery.export import export_attempt
+from podisco.losses.forms import load_loss_file
+from podisco.tasks.seeds import PREFERENCE_SEEDS
 
 
 def test_export_writes_a_loss_file_that_loads_under_the_contract(tmp_path, capsys):

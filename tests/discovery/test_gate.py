@@ -2,7 +2,7 @@
 
 import pytest
 
-from podisco.discovery.gate import (
+from podisco.discovery.boundary.gate import (
     ALLOWED_BUILTINS,
     ALLOWED_F,
     ALLOWED_MATH,
@@ -12,7 +12,7 @@ from podisco.discovery.gate import (
     GateError,
     check_code,
 )
-from podisco.discovery.prompts import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
+from podisco.tasks.seeds import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
 
 HEAD = "def f(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps):\n"
 DPO = PREFERENCE_SEEDS["dpo"]

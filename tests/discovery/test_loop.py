@@ -1,7 +1,6 @@
 """Whole discovery runs: the llm proposer against a loopback fake server, evolve, kill-and-resume, Ray."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -9,12 +8,12 @@ import time
 import pytest
 
 from podisco.discovery.archive import Archive
+from podisco.discovery.boundary.sandbox import Limits, detect_isolation, run_sandboxed
 from podisco.discovery.executors import ExecutionSettings, Job, execute
 from podisco.discovery.loop import DiscoveryConfig, run_discovery
-from podisco.discovery.prompts import CLASSIFICATION_SEEDS
-from podisco.discovery.proposers import LLMProposer
-from podisco.discovery.sandbox import Limits, detect_isolation
+from podisco.discovery.proposers.llm import LLMProposer
 from podisco.llm_client import ChatClient, LLMSettings
+from podisco.tasks.seeds import CLASSIFICATION_SEEDS
 from tests.discovery.fake_llm_server import FakeLLMServer, reply, sleep, status
 
 pytestmark = pytest.mark.slow
@@ -30,9 +29,13 @@ def proposal(name: str, body: str, thought: str = "a test proposal") -> str:
     return json.dumps({"thought": thought, "name": name, "code": METHOD.format(name=name, body=body)})
 
 
+# A hostile loss body: it writes a file outside its work folder (the canary) through os.system.
+SNEAKY = "__import__('os').system('touch {canary}') * logits"
+
+
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
-    from podisco.tasks.imdb import prepare
+    from podisco.tasks.imdb.prepare import prepare
 
     directory = tmp_path_factory.mktemp("imdb")
     prepare("tiny", directory, log=lambda message: None)
@@ -40,13 +43,14 @@ def tiny_cache(tmp_path_factory):
 
 
 def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path):
+    canary = tmp_path / "pwned"  # beside the archive, outside every job's work folder
     script = [
         status(429, headers={"Retry-After": "0"}),
         reply("```json\n" + proposal("sharp_logistic", "-F.logsigmoid(2 * self.beta * logits)") + "\n```"),
         status(500),
         reply('Here is my idea: {"thought": "x", "name": "broken", "code": "def broken(self'),
         sleep(3.0, then=reply(proposal("late", "torch.relu(-logits)"))),  # past the client's timeout
-        reply(proposal("sneaky", "__import__('os').system('touch /tmp/pwned') * logits")),
+        reply(proposal("sneaky", SNEAKY.format(canary=canary))),
         reply(proposal("dpo_again", "F.softplus(-self.beta * logits)")),
     ]
     config = DiscoveryConfig(
@@ -78,7 +82,7 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     assert attempts[(2, 0)].status == "invalid" and "static gate" in attempts[(2, 0)].error
     assert attempts[(2, 1)].status == "duplicate" and "dpo" in attempts[(2, 1)].duplicate_of
     assert attempts[(2, 1)].fitness == attempts[(0, 0)].fitness
-    assert not os.path.exists("/tmp/pwned")
+    assert not canary.exists()  # the gate refused it before any worker ran; the sandbox's part: the next test
     # The paper's protocol: one conversation, feedback on each outcome, JSON mode requested.
     messages = archive.messages(run_id)
     assert [m["role"] for m in messages[:3]] == ["system", "user", "assistant"]
@@ -87,6 +91,30 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     assert all(r.json["response_format"] == {"type": "json_object"} for r in requests)
     assert len(archive.reevaluations(run_id)) == 1
     assert any(line.startswith("best:") for line in lines)
+
+
+def test_hostile_code_past_the_gate_cannot_write_outside_its_work_folder(tmp_path):
+    """The layer behind the gate: the sneaky candidate, ungated, run as a worker would run it. Its target is in
+    a folder the job can see, mounted read-only as a task's prepared data are, so hiding /tmp is not what
+    saves it. With no isolation it creates the canary (a real target); in the sandbox it must not."""
+    if detect_isolation() != "bwrap":
+        pytest.skip("needs bwrap: the weaker levels do not protect files outside the work folder")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    canary = prepared / "pwned"
+    program = (
+        "import torch\nimport torch.nn.functional as F\n"
+        + METHOD.format(name="sneaky", body=SNEAKY.format(canary=canary))
+        + "class Trainer:\n    beta = 0.1\n"
+        + "print('loss', sneaky(Trainer(), *torch.zeros(4, 3)).tolist())\n"
+    )
+    argv = [sys.executable, "-c", program]
+    unprotected = run_sandboxed(argv, tmp_path / "plain", Limits(wall_s=60), "process", [prepared])
+    assert unprotected.returncode == 0 and canary.exists(), unprotected.stderr_tail
+    canary.unlink()
+    result = run_sandboxed(argv, tmp_path / "work", Limits(wall_s=60), "bwrap", [prepared])
+    assert result.returncode == 0 and "loss [" in result.stdout_tail, result.stderr_tail  # the code did run
+    assert "Read-only file system" in result.stderr_tail and not canary.exists()
 
 
 def _digits_command(root, run_id, *extra):

@@ -1,17 +1,23 @@
 """The sandbox, at every isolation level this machine provides: what each level contains and what it does not."""
 
+import ast
+import contextlib
 import json
 import os
+import resource
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from podisco.discovery import sandbox
-from podisco.discovery.sandbox import (
+from podisco.discovery.boundary import sandbox
+from podisco.discovery.boundary.sandbox import (
     ISOLATION_LEVELS,
     Limits,
     SandboxError,
@@ -217,6 +223,112 @@ def test_huge_output_keeps_only_a_tail_and_the_file_is_capped(tmp_path, level):
     assert result.stdout_tail == "y" * 4000 and 0 < (tmp_path / "work" / ".stdout").stat().st_size <= 20 * 1024**2
     fits = run_python(tmp_path, "print('x' * 3_000_000 + ' the end')", level)
     assert fits.returncode == 0 and len(fits.stdout_tail) == 4000 and fits.stdout_tail.endswith("the end\n")
+
+
+LIMITS_SOURCE = (
+    "import ctypes, json, os, resource\n"
+    "names = ['RLIMIT_CPU', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_NPROC', 'RLIMIT_CORE']\n"
+    "death = ctypes.c_int()\n"
+    "ctypes.CDLL(None).prctl(2, ctypes.byref(death))\n"  # PR_GET_PDEATHSIG
+    "print(json.dumps({'limits': {n: resource.getrlimit(getattr(resource, n)) for n in names},\n"
+    "                  'death_signal': death.value, 'own_session': os.getsid(0) == os.getpid() == os.getpgid(0)}))\n"
+)
+
+
+def test_no_preexec_fn_anywhere_in_the_package():
+    # CPython documents preexec_fn as not safe in the presence of threads, and the discovery parent launches jobs
+    # from a ThreadPoolExecutor: a deadlock between fork and exec would be recorded as the candidate's timeout.
+    package = Path(sandbox.__file__).resolve().parents[2]
+    used = [
+        f"{path}:{node.lineno}"
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and any(keyword.arg == "preexec_fn" for keyword in node.keywords)
+    ]
+    assert used == []
+
+
+@pytest.mark.parametrize("level", AVAILABLE)
+def test_popen_gets_no_preexec_fn_and_the_child_still_gets_every_limit(tmp_path, level, monkeypatch):
+    calls = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        calls.append(kwargs)
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(sandbox.subprocess, "Popen", recording_popen)
+    limits = dict(cpu_s=1234, memory_mb=1500, file_mb=77, open_files=321, processes=123)
+    result = run_python(tmp_path, LIMITS_SOURCE, level, **limits)
+    assert result.returncode == 0, result.stderr_tail
+    assert len(calls) == 1 and calls[0].get("preexec_fn") is None and calls[0]["start_new_session"] is True
+    seen = json.loads(result.stdout_tail)
+    mb = 1024 * 1024
+    expected = {
+        "RLIMIT_CPU": 1234,
+        "RLIMIT_AS": 1500 * mb,
+        "RLIMIT_FSIZE": 77 * mb,
+        "RLIMIT_NOFILE": 321,
+        "RLIMIT_NPROC": 123,
+        "RLIMIT_CORE": 0,
+    }
+    assert seen["limits"] == {name: [value, value] for name, value in expected.items()}
+    assert seen["death_signal"] == signal.SIGKILL  # the trampoline's (or, inside bwrap, --die-with-parent's)
+    if level != "bwrap":  # the same process all along: trampoline, then (unshare, then) the command
+        assert seen["own_session"]
+    unlimited = json.loads(run_python(tmp_path, LIMITS_SOURCE, level, memory_mb=0).stdout_tail)
+    assert unlimited["limits"]["RLIMIT_AS"] == [resource.RLIM_INFINITY] * 2  # GPU jobs: no address-space limit
+
+
+@pytest.mark.parametrize("level", AVAILABLE)
+def test_the_child_dies_with_its_parent(tmp_path, level):
+    marker = f"podisco-orphan-marker-{os.getpid()}-{level}"
+    launcher = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from podisco.discovery.boundary.sandbox import Limits, run_sandboxed\n"
+        f"source = '# {marker}\\nimport time\\ntime.sleep(1000)'\n"
+        f"work = Path({str(tmp_path / 'work')!r})\n"
+        f"run_sandboxed([sys.executable, '-c', source], work, Limits(wall_s=60), {level!r})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).resolve().parents[3])}
+    parent = subprocess.Popen([sys.executable, "-"], stdin=subprocess.PIPE, env=env)  # marker not in its cmdline
+    parent.stdin.write(launcher.encode())
+    parent.stdin.close()
+    try:
+        deadline = time.monotonic() + 30
+        while not _alive_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _alive_with(marker)
+    finally:
+        parent.kill()  # SIGKILL: no sweep, no deadline; only the parent-death signal is left
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = _alive_with(marker)
+    for pid in survivors:  # leave nothing behind, even when failing
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+
+
+def test_launches_from_many_threads_at_once(tmp_path):
+    def launch(index: int) -> dict:
+        work = tmp_path / f"job{index}"
+        result = run_sandboxed([sys.executable, "-c", LIMITS_SOURCE], work, Limits(open_files=300 + index))
+        assert result.returncode == 0 and not result.timed_out, result.stderr_tail
+        return json.loads(result.stdout_tail)["limits"]["RLIMIT_NOFILE"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(launch, range(8))) == [[300 + index] * 2 for index in range(8)]
+
+
+def test_a_launch_failure_raises_in_the_parent_instead_of_looking_like_the_candidate(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        run_sandboxed(["podisco-no-such-program"], tmp_path / "missing", Limits(), "process")
+    with pytest.raises(SandboxError, match="could not start"):  # above any hard limit, even root's (nr_open)
+        run_sandboxed(["true"], tmp_path / "unsettable", Limits(open_files=10**9), "process")
 
 
 def test_weak_isolation_needs_an_explicit_flag():

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from podisco.discovery.executors import ExecutionSettings, Job, execute
-from podisco.discovery.gate import GateError, check_code
-from podisco.discovery.sandbox import Limits
+from podisco.discovery.boundary.gate import GateError, check_code
+from podisco.discovery.boundary.sandbox import Limits
 from tests.reliability.hostile import CANARY, code
 
 SECRET = "podisco-parent-secret-7f3a"

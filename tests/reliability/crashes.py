@@ -41,7 +41,7 @@ def _workers(marker: str) -> list[int]:
             cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if "podisco.discovery.worker" in cmdline and marker in cwd:
+        if "podisco.discovery.child.worker" in cmdline and marker in cwd:
             pids.append(int(proc.name))
     return pids
 

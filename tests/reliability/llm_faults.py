@@ -11,7 +11,7 @@ from pathlib import Path
 
 from podisco.discovery.archive import Archive
 from podisco.discovery.loop import DiscoveryConfig, run_discovery
-from podisco.discovery.proposers import LLMProposer
+from podisco.discovery.proposers.llm import LLMProposer
 from podisco.llm_client import ChatClient, LLMSettings
 from tests.discovery.fake_llm_server import FakeLLMServer, drop, empty_choices, raw, reply, sleep, status
 

@@ -13,7 +13,7 @@ SEEDS_AND_CANDIDATES = 4 + 2 * 2  # the paper's 4 seed losses, then 2 generation
 
 @pytest.fixture(scope="module")
 def tiny_args(tmp_path_factory):
-    from podisco.tasks.imdb import prepare
+    from podisco.tasks.imdb.prepare import prepare
 
     cache = tmp_path_factory.mktemp("imdb")
     prepare("tiny", cache, log=lambda message: None)

@@ -3,8 +3,8 @@ level and at the fallback level; and the next candidate runs on an unpatched tor
 
 import pytest
 
-from podisco.discovery.gate import GateError, check_code
-from podisco.discovery.sandbox import detect_isolation
+from podisco.discovery.boundary.gate import GateError, check_code
+from podisco.discovery.boundary.sandbox import detect_isolation
 from tests.reliability.containment import contain
 from tests.reliability.hostile import HOSTILE, code
 
@@ -39,7 +39,7 @@ def test_a_patching_candidate_cannot_reach_the_next_one(tmp_path):
     # Rejected by the gate; and were it not, one job is one process, so the next job imports a fresh torch.
     assert contain("patch_torch", detect_isolation(), tmp_path / "a")["outcome"] == "rejected"
     from podisco.discovery.executors import ExecutionSettings, Job, execute
-    from podisco.discovery.prompts import PREFERENCE_SEEDS
+    from podisco.tasks.seeds import PREFERENCE_SEEDS
 
     job = Job(
         {"task": {"name": "imdb"}, "seeds": [], "code": PREFERENCE_SEEDS["dpo"], "name": "dpo"}, str(tmp_path / "b")

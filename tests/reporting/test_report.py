@@ -7,12 +7,13 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from html.parser import HTMLParser
 
 import pytest
 
 from podisco.discovery.archive import Archive
 from podisco.discovery.loop import DiscoveryConfig, run_discovery
-from podisco.discovery.proposers import ReplayProposer
+from podisco.discovery.proposers.replay import ReplayProposer
 from podisco.errors import PodiscoError
 from podisco.reporting.report import write_report
 from podisco.reporting.serve import make_server
@@ -41,7 +42,7 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from podisco.tasks.imdb import prepare
+    from podisco.tasks.imdb.prepare import prepare
 
     cache = tmp_path_factory.mktemp("imdb")
     prepare("tiny", cache, log=lambda message: None)
@@ -69,14 +70,65 @@ def run(tmp_path_factory):
     return root, run_id
 
 
+class _Parsed(HTMLParser):
+    """The page as an HTML parser reads it: every element with its attributes, script bodies, and the text."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self.chunks: list[str] = []
+        self._in = ""
+        self.feed(page)
+        self.close()
+        self.text = "".join(self.chunks)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+        self._in = tag
+
+    def handle_startendtag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        self._in = ""
+
+    def handle_data(self, data):
+        if self._in == "script":
+            self.scripts.append(data)
+        elif self._in != "style":
+            self.chunks.append(data)
+
+
+def test_report_shows_hostile_text_only_as_text(run, tmp_path):
+    """No browser needed: what the LLM wrote (name, thought, code, a malformed reply) reaches the page as text
+    only, so it adds no element, attribute or script to the report's own."""
+    root, run_id = run
+    html = write_report(root, run_id, tmp_path / "report.html").read_text()
+    assert HOSTILE_NAME not in html and "&lt;script&gt;document.body.dataset.pwned=" in html
+    page = _Parsed(html)
+    hostile_comment = HOSTILE_CODE.splitlines()[1].strip()
+    for shown in (HOSTILE_NAME, HOSTILE_THOUGHT, hostile_comment, "no JSON here at all <b>bold</b>"):
+        assert shown in page.text  # shown, character for character, as text
+    (script,) = page.scripts  # the report's one nonce'd script, nothing injected
+    assert "pwned" not in script and "alert" not in script
+    assert [tag for tag, _ in page.elements].count("script") == 1
+    for tag, attrs in page.elements:
+        assert not [name for name in attrs if name.startswith("on")], (tag, attrs)  # no inline event handler
+        assert not any("pwned" in (value or "") or "alert(" in (value or "") for value in attrs.values()), (tag, attrs)
+        if tag == "img":  # only the report's own figures, inline PNGs
+            assert attrs.get("class") == "chart" and (attrs.get("src") or "").startswith("data:image/png;base64,")
+    attempts = Archive(root / "archive.sqlite").attempts(run_id)
+    rows = [attrs for tag, attrs in page.elements if tag == "tr" and attrs.get("class") == "attempt"]
+    assert len(rows) == len(attempts)  # one row per attempt: no row opened or closed by a hostile string
+
+
 def test_report_renders_in_chromium_and_shows_hostile_text_as_text(run, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     root, run_id = run
     page = write_report(root, run_id, tmp_path / "report.html")
-    html = page.read_text()
-    assert HOSTILE_NAME not in html and "&lt;script&gt;document.body.dataset.pwned=" in html
     profile = ["--user-data-dir=" + str(tmp_path / "profile")]
     dom = subprocess.run(
         [chromium, *CHROMIUM_FLAGS, *profile, "--enable-logging=stderr", "--dump-dom", page.as_uri()],

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from podisco.errors import PodiscoError
 from podisco.losses import UnknownLossError
 from podisco.losses.classification import classification_loss_names, get_classification_loss
-from podisco.tasks.classification_data import load_cifar10, load_digits_splits
-from podisco.tasks.digits import DigitsConfig, evaluate_loss
+from podisco.tasks.classification.data import load_cifar10, load_digits_splits
+from podisco.tasks.classification.train import DigitsConfig, evaluate_loss
 
 QUICK = DigitsConfig(epochs=4, seeds=(0, 1))
 
@@ -102,7 +102,7 @@ def test_cifar10_missing_or_corrupt_files_are_named(tmp_path):
 
 
 def test_task_command(capsys):
-    from podisco.cli import main
+    from podisco.cli.main import main
 
     assert main(["task", "digits", "--loss", "label_smoothing", "--seeds", "0", "--epochs", "2"]) == 0
     assert "digits v1 (digits) label_smoothing: fitness 0." in capsys.readouterr().out

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from podisco.data import DataError
-from podisco.tasks.imdb_data import Review, clean, load_labelled_texts, load_preference_pairs, load_reviews
-from podisco.tasks.sentiment import EVALUATION, GOLD, build_scorers, cache_key, fit_cached
+from podisco.tasks.imdb.data import Review, clean, load_labelled_texts, load_preference_pairs, load_reviews
+from podisco.tasks.imdb.sentiment import EVALUATION, GOLD, build_scorers, cache_key, fit_cached
 
 
 @pytest.fixture(scope="module")

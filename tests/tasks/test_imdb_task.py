@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 
 import pytest
 from transformers import AutoModelForCausalLM
 
-from podisco.tasks.imdb import PRESETS, VERSION, prepare, preset_key
-from podisco.tasks.imdb_eval import ImdbTrainSettings, evaluate_policy, train_and_evaluate
+from podisco.tasks.imdb.evaluate import ImdbTrainSettings, evaluate_policy, train_and_evaluate
+from podisco.tasks.imdb.prepare import PRESETS, VERSION, prepare, preset_key
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,33 @@ def test_cache_key_changes_with_settings():
 
 @pytest.mark.slow
 def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
-    from podisco.tasks import imdb_fitness
+    from podisco.tasks.imdb import fitness as imdb_fitness
 
     base = ImdbTrainSettings(steps=3, batch_size=8, lr=5e-3)
     paired = imdb_fitness.paired_fitness(tiny, "hinge", 0.1, tmp_path / "runs", seeds=(0, 1), base=base)
-    assert paired.reference == "sigmoid" and paired.ci95[0] <= paired.difference <= paired.ci95[1]
+    assert paired.reference == "sigmoid" and paired.seeds == (0, 1)
     assert len(list((tmp_path / "runs").glob("run-*.json"))) == 4  # 2 losses x 2 seeds
+    # the same numbers from the stored runs: per-seed differences, their mean, standard error and mean +- 1.96 SE
+    runs = {
+        (loss, seed): imdb_fitness.run_cached(
+            tiny, dataclasses.replace(base, loss=loss, beta=0.1, seed=seed), tmp_path / "runs", (seed,)
+        )
+        for loss in ("hinge", "sigmoid")
+        for seed in (0, 1)
+    }
+    assert len(list((tmp_path / "runs").glob("run-*.json"))) == 4  # read back, not trained again
+    lam = imdb_fitness.DEFAULT_KL_PENALTY
+    diffs = [runs["hinge", s].reward - runs["sigmoid", s].reward for s in (0, 1)]
+    kl_diffs = [runs["hinge", s].kl - runs["sigmoid", s].kl for s in (0, 1)]
+    penalised = [d - lam * k for d, k in zip(diffs, kl_diffs, strict=True)]
+    mean, se = statistics.mean(diffs), statistics.stdev(diffs) / math.sqrt(2)
+    assert se == pytest.approx(abs(diffs[0] - diffs[1]) / 2)  # two seeds: the SE is half their spread
+    assert paired.difference == pytest.approx(mean) and paired.stderr == pytest.approx(se)
+    assert paired.ci95 == pytest.approx((mean - 1.96 * se, mean + 1.96 * se))
+    assert paired.penalised_difference == pytest.approx(statistics.mean(penalised))
+    assert paired.penalised_stderr == pytest.approx(statistics.stdev(penalised) / math.sqrt(2))
+    assert paired.candidate_reward == pytest.approx((runs["hinge", 0].reward + runs["hinge", 1].reward) / 2)
+    assert paired.reference_kl == pytest.approx((runs["sigmoid", 0].kl + runs["sigmoid", 1].kl) / 2)
 
     rows = imdb_fitness.sweep(tiny, ["sigmoid"], [0.1], (0, 1), tmp_path / "sweep", base, log=lambda m: None)
     assert [r["seed"] for r in rows] == [0, 1] and (tmp_path / "sweep" / "sweep.csv").exists()
@@ -72,7 +95,7 @@ def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
 
 
 def test_frontier_score_prefers_reward_bought_cheaply_in_kl():
-    from podisco.tasks.imdb_fitness import frontier_score
+    from podisco.tasks.imdb.fitness import frontier_score
 
     cheap = [(0.70, 0.05), (0.75, 0.40)]  # best: 0.70 - 0.05 = 0.65
     costly = [(0.80, 0.30), (0.85, 0.60)]  # best: 0.80 - 0.30 = 0.50

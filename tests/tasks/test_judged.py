@@ -2,29 +2,42 @@
 loopback that scores deterministically from the answer text."""
 
 import json
+import math
 import re
+import statistics
 
 import numpy as np
 import pytest
 
 from podisco.llm_client import LLMSettings
 from podisco.models import build_tiny_gpt2
-from podisco.tasks.judge import Judge, JudgeFormatError, parse_rating, parse_verdict
-from podisco.tasks.pairwise import judge_pairs, length_controlled_win_rate, win_rate
+from podisco.tasks.judged.judge import Judge, JudgeFormatError, parse_rating, parse_verdict
+from podisco.tasks.judged.pairwise import judge_pairs, length_controlled_win_rate, win_rate
 from tests.discovery.fake_llm_server import FakeLLMServer, reply
 from tests.training.tiny import make_rows, make_tokenizer
 
 
+def fake_rating(answer: str) -> int:
+    return min(10, 1 + len(set(answer.split())))
+
+
+def graded_answer(prompt: str) -> str:
+    """The answer a chat grading prompt asks about: a first turn's answer, or the second answer of a second turn."""
+    if "[The Start of Assistant's Answer]\n" in prompt:
+        answer = prompt.split("[The Start of Assistant's Answer]\n", 1)[1]
+        return answer.rsplit("\n[The End of Assistant's Answer]", 1)[0]
+    return prompt.rsplit("### Assistant:\n", 1)[1].rsplit("\n<|The End of the Conversation|>", 1)[0]
+
+
 def fake_judge(request: dict):
-    """Ratings: 1 + distinct words of the last answer (capped at 10). Verdicts: the longer response wins."""
+    """Ratings: 1 + distinct words of the graded answer (capped at 10). Verdicts: the longer response wins."""
     prompt = request["messages"][-1]["content"]
     if "[[A]]" in prompt:
         a = re.search(r"Response A\]\n(.*?)\n\[The End of Response A", prompt, re.S).group(1)
         b = re.search(r"Response B\]\n(.*?)\n\[The End of Response B", prompt, re.S).group(1)
         verdict = "C" if len(a) == len(b) else ("A" if len(a) > len(b) else "B")
         return reply(f"Longer is better here. [[{verdict}]]")
-    answer = prompt.rsplit("Assistant", 1)[-1]
-    return reply(f"Fine. Rating: [[{min(10, 1 + len(set(answer.split())))}]]")
+    return reply(f"Fine. Rating: [[{fake_rating(graded_answer(prompt))}]]")
 
 
 @pytest.fixture
@@ -53,7 +66,7 @@ def test_the_rating_parser_rejects_malformed_replies(reply_text, message):
 
 
 def test_chat_task_end_to_end_and_the_judge_cache(tiny, judge, tmp_path):
-    from podisco.tasks.chat import evaluate_chat, load_questions
+    from podisco.tasks.judged.chat import evaluate_chat, grade, load_questions
 
     model, tokenizer = tiny
     questions = tmp_path / "questions.jsonl"
@@ -65,12 +78,23 @@ def test_chat_task_end_to_end_and_the_judge_cache(tiny, judge, tmp_path):
     the_judge, server = judge
     result = evaluate_chat(model, tokenizer, load_questions(str(questions)), the_judge, max_new_tokens=8)
     assert result.graded == 3 and set(result.per_turn) == {1, 2} and 1 <= result.score <= 10
-    assert result.ci95[0] <= result.score <= result.ci95[1]
+    # the fake judge's grades, from the answers: both first turns, then the one second turn
+    per_turn = {1: [fake_rating(a[0]) for a in result.answers], 2: [fake_rating(result.answers[0][1])]}
+    ratings = per_turn[1] + per_turn[2]
+    mean, se = statistics.mean(ratings), statistics.stdev(ratings) / math.sqrt(3)
+    assert result.per_turn == pytest.approx({t: statistics.mean(r) for t, r in per_turn.items()})
+    assert result.score == pytest.approx(mean) and result.stderr == pytest.approx(se)
+    assert result.ci95 == pytest.approx((mean - 1.96 * se, mean + 1.96 * se))
     asked = len(server.requests)
     again = evaluate_chat(model, tokenizer, load_questions(str(questions)), the_judge, max_new_tokens=8)
     assert len(server.requests) == asked and again.score == result.score  # every grade came from the cache
     assert the_judge.stats.cache_hits == 3
     assert all("response_format" not in r.json for r in server.requests)  # prose replies, not JSON mode
+    # answers graded differently, so the standard error is not 0: question 1 rated 4 then 2, question 2 rated 5
+    graded = grade(the_judge, load_questions(str(questions)), [["a b c", "a a"], ["one two three four"]])
+    se = math.sqrt(7 / 3) / math.sqrt(3)  # sample sd of (4, 2, 5) over sqrt(3)
+    assert graded.per_turn == {1: 4.5, 2: 2.0} and graded.score == pytest.approx(11 / 3)
+    assert graded.stderr == pytest.approx(se) and graded.ci95 == pytest.approx((11 / 3 - 1.96 * se, 11 / 3 + 1.96 * se))
 
 
 def test_position_randomisation_cancels_a_judge_that_always_prefers_the_first(tmp_path):
@@ -96,19 +120,30 @@ def test_length_controlled_win_rate_removes_a_pure_length_effect():
 
 
 def test_alpaca_task_with_reference_outputs(tiny, judge, tmp_path):
-    from podisco.tasks.alpaca import evaluate_alpaca, load_instructions
+    from podisco.tasks.judged.alpaca import answer_instructions, evaluate_alpaca, load_instructions
 
     model, tokenizer = tiny
     path = tmp_path / "alpaca.jsonl"
-    path.write_text("\n".join(json.dumps({"instruction": f"the plot {i}", "output": "good"}) for i in range(6)))
+    # short references the model's answers can beat, and long ones they cannot
+    rows = [{"instruction": f"the plot {i}", "output": "good" if i % 2 else "good " * 50} for i in range(6)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
     the_judge, _ = judge
     rate = evaluate_alpaca(model, tokenizer, load_instructions(str(path)), the_judge, max_new_tokens=6)
-    assert rate.judged == 6 and 0 <= rate.win_rate <= 1 and 0 <= rate.length_controlled <= 1
+    outputs = answer_instructions(model, tokenizer, rows, max_new_tokens=6)  # greedy: the answers judged above
+    mine, theirs = [len(o) for o in outputs], [len(r["output"]) for r in rows]
+    # the fake judge prefers the longer response in either position: 1 a win, 0 a loss, 0.5 a tie
+    prefs = [0.5 if m == t else float(m > t) for m, t in zip(mine, theirs, strict=True)]
+    assert prefs[0::2] == [0.0, 0.0, 0.0]  # the long references win
+    assert rate.judged == 6 and rate.against == "reference outputs"
+    assert rate.win_rate == pytest.approx(statistics.mean(prefs))
+    assert rate.stderr == pytest.approx(statistics.stdev(prefs) / math.sqrt(6))
+    lc, lc_se = length_controlled_win_rate(prefs, mine, theirs)
+    assert (rate.length_controlled, rate.lc_stderr) == pytest.approx((lc, lc_se))
 
 
 def test_tldr_task_trains_on_pairs_with_the_post_in_the_prompt(tiny, judge, tmp_path):
     from podisco.data import tokenize_pairs, validate_rows
-    from podisco.tasks.tldr import evaluate_tldr, load_pairs, load_posts
+    from podisco.tasks.judged.tldr import evaluate_tldr, load_pairs, load_posts
     from podisco.training.config import TrainConfig
     from podisco.training.preference import train_preference
 
@@ -130,7 +165,7 @@ def test_tldr_task_trains_on_pairs_with_the_post_in_the_prompt(tiny, judge, tmp_
 
 
 def test_cli_chat_against_a_loopback_judge(tiny, tmp_path):
-    from podisco.cli import main
+    from podisco.cli.main import main
 
     model, tokenizer = tiny
     model.save_pretrained(tmp_path / "model")
@@ -147,7 +182,7 @@ def test_cli_chat_against_a_loopback_judge(tiny, tmp_path):
 
 def test_bad_question_rows_are_named(tmp_path):
     from podisco.errors import PodiscoError
-    from podisco.tasks.chat import load_questions
+    from podisco.tasks.judged.chat import load_questions
 
     path = tmp_path / "q.jsonl"
     path.write_text(json.dumps({"turns": ["ok"]}) + "\n" + json.dumps({"turns": "not a list"}) + "\n")
@@ -158,7 +193,7 @@ def test_bad_question_rows_are_named(tmp_path):
 def test_engine_vllm_without_vllm_is_a_clear_error(tiny, tmp_path, capsys):
     import importlib.util
 
-    from podisco.cli import main
+    from podisco.cli.main import main
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from podisco.cli import main
+from podisco.cli.main import main
 from podisco.models import build_tiny_gpt2
 from tests.discovery.fake_llm_server import FakeLLMServer, status
 from tests.tasks.test_judged import fake_judge

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from podisco.cli import main
+from podisco.cli.main import main
 from podisco.models import build_tiny_gpt2
 from tests.training.tiny import make_rows, make_tokenizer
 

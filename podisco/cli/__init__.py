@@ -1,0 +1,1 @@
+"""`podisco <command>`: one module per command group; nothing imports this package."""

@@ -1,0 +1,122 @@
+"""``podisco discover``: a DiscoveryConfig from ``--config run.yaml``, then flags, then ``--key=value`` overrides."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from podisco.errors import PodiscoError
+
+DEFAULT_ROOT = "runs/discovery"
+
+# flag -> the config key it sets; a flag left out keeps the YAML's (or the default) value
+_FLAGS = {
+    "task": "task.name",
+    "beta": "search.beta",
+    "generations": "search.generations",
+    "population": "search.population",
+    "seeds": "search.seeds",
+    "reevaluate_seeds": "search.reevaluate_seeds",
+    "proposer": "proposer.kind",
+    "prompt_mode": "proposer.prompt_mode",
+    "model": "proposer.llm_model",
+    "base_url": "proposer.llm_base_url",
+    "replay": "proposer.replay_file",
+    "seed": "proposer.seed",
+    "executor": "execution.executor",
+    "address": "execution.ray_address",
+    "workers": "execution.workers",
+    "threads": "execution.threads",
+    "isolation": "execution.isolation",
+    "allow_weak_isolation": "execution.allow_weak_isolation",
+    "wall_s": "execution.wall_s",
+}
+# flags that are a task's own options (task.options.NAME); a task without that option refuses it by name
+_TASK_OPTION_FLAGS = (
+    "preset",
+    "cache_dir",
+    "steps",
+    "data_dir",
+    "epochs",
+    "train_config",
+    "eval_data",
+    "eval_limit",
+    "max_new_tokens",
+    "judge_model",
+    "judge_base_url",
+    "judge_cache",
+    "gpus",
+)
+
+
+def discover_config(args: argparse.Namespace, overrides: list[str]):
+    """The run's config: defaults < ``--config`` YAML < flags < ``--key=value`` overrides, type-checked."""
+    from podisco.discovery.config import DiscoveryConfig
+    from podisco.training.config import ConfigError, load_config, override
+
+    flags = [f"{key}={getattr(args, flag)}" for flag, key in _FLAGS.items() if getattr(args, flag) is not None]
+    config = load_config(DiscoveryConfig, args.config, flags)
+    config.task.options.update({f: getattr(args, f) for f in _TASK_OPTION_FLAGS if getattr(args, f) is not None})
+    if args.train_override:
+        config.task.options["train_overrides"] = list(args.train_override)
+    for item in overrides:
+        if not item.startswith("--") or "=" not in item:
+            raise ConfigError(f"unrecognised argument {item!r}; overrides look like --search.generations=5")
+        override(config, item[2:])
+    config.validate()
+    return config
+
+
+def cmd_discover(args: argparse.Namespace, overrides: list[str]) -> int:
+    from podisco.discovery.loop import run_discovery
+
+    if args.resume and not args.run:
+        raise PodiscoError("--resume needs --run RUN_ID (see podisco runs list)")
+    config = discover_config(args, overrides)
+    run_id = run_discovery(config, args.root, args.run, args.resume)
+    print(f"archive: {Path(args.root) / 'archive.sqlite'} (run {run_id}); config: {args.root}/configs/{run_id}.yaml")
+    print(f"next: podisco runs show {run_id}   |   podisco export {run_id} --best -o loss.py")
+    return 0
+
+
+def add_discover_command(commands: argparse._SubParsersAction) -> None:
+    from podisco.cli.judged import add_judged_task_arguments
+
+    p = commands.add_parser(
+        "discover",
+        help="LLM-driven (or evolutionary) discovery of new losses",
+        description="LLM-driven (or evolutionary) discovery of new losses. Settings come from --config YAML, then "
+        "the flags below, then type-checked overrides such as --search.generations=5 --task.options.lr=1e-4.",
+    )
+    p.add_argument("--config", help="YAML file holding a DiscoveryConfig (task, proposer, search, execution)")
+    p.add_argument("--task", help="imdb (default), digits, cifar10, chat, alpaca, tldr, module:Class or file.py:Class")
+    p.add_argument("--preset", help="IMDb size preset: tiny, default, paper")
+    p.add_argument("--cache-dir", dest="cache_dir", help="where the prepared IMDb task is cached")
+    p.add_argument("--steps", type=int, help="IMDb optimizer steps per run; 0: one epoch")
+    p.add_argument("--data-dir", dest="data_dir", help="cifar10: the local CIFAR-10 copy (python format)")
+    p.add_argument("--epochs", type=int, help="digits / cifar10: training epochs")
+    p.add_argument("--beta", type=float)
+    p.add_argument("--proposer", choices=["auto", "llm", "evolve", "replay"])
+    p.add_argument("--prompt-mode", dest="prompt_mode", choices=["paper", "archive"])
+    p.add_argument("--model", help="LLM model (also $PODISCO_LLM_MODEL)")
+    p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (also $PODISCO_LLM_BASE_URL)")
+    p.add_argument("--replay", help="JSONL of recorded replies for --proposer replay")
+    p.add_argument("--generations", type=int)
+    p.add_argument("--population", type=int, help="proposals per generation")
+    p.add_argument("--workers", type=int, help="parallel jobs; 0: cores / threads")
+    p.add_argument("--threads", type=int, help="torch threads per job")
+    p.add_argument("--seeds", help="seeds of a full evaluation, e.g. 0,1,2 (default: the task's)")
+    p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", help="seeds for re-evaluating the top 3")
+    p.add_argument("--executor", choices=["local", "ray"])
+    p.add_argument("--address", help="Ray cluster address (--executor ray)")
+    p.add_argument("--isolation", choices=["auto", "bwrap", "unshare", "process"])
+    p.add_argument("--allow-weak-isolation", dest="allow_weak_isolation", action="store_true", default=None)
+    p.add_argument("--wall-s", dest="wall_s", type=float, help="per job; 0: the task's default")
+    add_judged_task_arguments(p)
+    p.set_defaults(eval_limit=None, max_new_tokens=None)  # here a flag left out keeps the config's value
+    p.add_argument("--gpus", help="judged tasks: auto (every visible GPU, one job each), none, or 0,1,...")
+    p.add_argument("--seed", type=int, help="random seed of the evolve proposer")
+    p.add_argument("--root", default=DEFAULT_ROOT, help="where the archive and work files live")
+    p.add_argument("--run", help="run id (to resume, or to name a new run)")
+    p.add_argument("--resume", action="store_true", help="continue --run where it stopped")
+    p.set_defaults(func=cmd_discover, takes_overrides=True)

@@ -1,0 +1,70 @@
+"""The parent -> worker contract: one frozen ``Job``, written as ``job.json`` and read back by the worker.
+
+Both sides import this module. Reading is strict: a missing or unknown key is an error that names it, so a
+parent and a worker of different versions fail loudly instead of falling back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podisco.tasks.base import TaskSpec, exact_keys
+
+
+@dataclass(frozen=True)
+class Job:
+    """One candidate (``code``) or one trusted reference run (``loss``, a registered name) on a task's seeds."""
+
+    task: TaskSpec
+    name: str  # the attempt's name, or the reference run's label
+    beta: float
+    seeds: tuple[int, ...]
+    code: str = ""  # candidate source; empty for a trusted reference run
+    loss: str = ""  # a registered loss (reference runs); empty for a candidate
+    threads: int = 1  # torch threads in the worker
+    dedup: bool = False  # stop as ``duplicate`` when the candidate behaves like ``known`` or a measured loss
+    duplicate_distance: float = 0.05
+    known: Mapping[str, list[float]] = field(default_factory=dict)  # label -> fingerprint
+    registry_measured: tuple[str, ...] = ()  # registered losses this run has a fitness for
+    reference: Mapping[str, dict] = field(default_factory=dict)  # seed -> the reference row (paired tasks)
+    stage1_seeds: int = 0
+    stage_threshold: float | None = None  # stop after stage 1 when its fitness is below this
+
+    def __post_init__(self) -> None:
+        if bool(self.code) == bool(self.loss):
+            raise ValueError("a job has exactly one of code (a candidate) and loss (a registered reference loss)")
+
+    @property
+    def trusted(self) -> bool:
+        """A reference run executes no candidate code."""
+        return not self.code
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the work: a finished result is used again only for the same work."""
+        data = self.to_json()
+        return {k: data[k] for k in ("task", "seeds", "code", "loss", "name", "beta")}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["task"] = self.task.to_json()
+        return json.loads(json.dumps(data))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        values = exact_keys(cls, data, "job")
+        values["task"] = TaskSpec.from_json(values["task"])
+        values["seeds"] = tuple(int(s) for s in values["seeds"])
+        if "registry_measured" in values:
+            values["registry_measured"] = tuple(values["registry_measured"])
+        return cls(**values)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json()))
+
+    @classmethod
+    def read(cls, path: str | Path) -> Job:
+        return cls.from_json(json.loads(Path(path).read_text()))

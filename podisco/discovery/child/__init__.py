@@ -1,0 +1,1 @@
+"""CHILD ONLY: imported only inside the sandboxed worker process; the parent never imports this package."""

@@ -1,0 +1,165 @@
+"""CHILD ONLY: the sandboxed worker, ``python -m podisco.discovery.child.worker JOB.json RESULT.json``.
+
+This is the only place a candidate's code is loaded. One job per process: whatever a candidate does to
+``torch`` dies with the process. The job (boundary/job.py) names the candidate code (or, for a trusted
+reference run, a registered loss), the task's spec and its seeds; the task is rebuilt from the spec and its
+``run_seed`` trains and evaluates each seed. The result reports one of ``invalid`` (failed the gate, its
+definition or the unit battery), ``duplicate`` (behaves like a known loss; not trained), ``failed`` (training
+or evaluation raised) or ``evaluated`` with per-seed rows. With ``stage_threshold`` set, training stops after
+the stage-1 seeds when their fitness falls below it (staged evaluation). A job file that is not a valid Job
+(a missing or unknown key) is reported as a failed result naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from podisco.cache import atomic_output
+from podisco.discovery.boundary.job import Job
+from podisco.tasks.base import Task
+
+_CURVE_POINTS = 40  # training-curve points kept per seed
+_CURVE_GRID = 121  # loss-curve points kept per candidate
+
+
+def _error_text(error: BaseException) -> str:
+    tail = traceback.format_exception(error)[-3:]
+    return f"{type(error).__name__}: {error}\n" + "".join(tail)[-1500:]
+
+
+def _shape_summary(loss, beta: float) -> dict[str, Any]:
+    """Fingerprint, extrema, nearest known losses, and f / df/drho on a grid: the report draws the curves
+    from the archive, never by running candidate code itself."""
+    from podisco.losses.analysis import DEFAULT_RHO_RANGE, analyze, curve, fingerprint, nearest_known
+
+    shape = analyze(loss, beta)
+    rho = np.linspace(*DEFAULT_RHO_RANGE, _CURVE_GRID)
+    values, grads = curve(loss, beta, rho)
+    return {
+        "fingerprint": fingerprint(loss, beta).tolist(),
+        "shape": {
+            "extrema": [{"kind": e.kind, "rho": e.rho, "value": e.value} for e in shape.extrema],
+            "grad_at_zero": shape.grad_at_zero,
+            "convex": shape.convex,
+            "nearest_known": nearest_known(loss, beta, k=3),
+            "curve": {"rho": rho.tolist(), "f": values.tolist(), "grad": grads.tolist()},
+        },
+    }
+
+
+def _training_curve(metrics_path: Path) -> dict[str, list[float]]:
+    """Loss, reward margins and accuracies over steps, thinned to at most ``_CURVE_POINTS`` points."""
+    if not metrics_path.exists():
+        return {}
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    records = [r for r in records if "loss" in r]
+    stride = max(1, len(records) // _CURVE_POINTS)
+    keep = records[::stride] + ([records[-1]] if records and (len(records) - 1) % stride else [])
+    keys = ("step", "loss", "rewards/margins", "rewards/accuracies")
+    return {k: [float(r[k]) for r in keep if k in r] for k in keys}
+
+
+def _loss_for(job: Job, task: Task):
+    """The candidate's loss (re-gated, defined, battery-checked), or None for a trusted reference run."""
+    from podisco.discovery.child.battery import check_classification_loss, check_preference_loss
+    from podisco.discovery.child.candidate import classification_loss, preference_loss
+
+    if not job.code:
+        return None, None
+    if task.kind == "classification":
+        loss_fn = classification_loss(job.code)
+        return loss_fn, check_classification_loss(loss_fn)
+    loss_fn = preference_loss(job.code)
+    return loss_fn, check_preference_loss(loss_fn, job.beta)
+
+
+def run_job(job: Job, workdir: Path) -> dict[str, Any]:
+    """Everything the worker does for one job; never raises for a candidate's fault."""
+    from podisco.discovery.boundary.gate import GateError
+    from podisco.discovery.child.battery import BatteryError
+    from podisco.discovery.child.candidate import CandidateError
+    from podisco.losses.analysis import fingerprint_distance
+    from podisco.stats import estimate
+    from podisco.tasks.base import task_from_spec
+
+    torch.set_num_threads(job.threads)
+    task = task_from_spec(job.task)  # trusted task code: built-in, a plugin, or the user's own file
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {"timings": timings}
+    start = time.perf_counter()
+    try:
+        loss_fn, flags = _loss_for(job, task)
+    except (GateError, CandidateError, BatteryError) as error:
+        return {**result, "status": "invalid", "error": str(error)}
+    if flags is not None:
+        result["flags"] = flags
+    timings["check_s"] = time.perf_counter() - start
+    if task.kind == "preference":
+        start = time.perf_counter()
+        try:
+            result.update(_shape_summary(loss_fn if loss_fn is not None else job.loss, job.beta))
+        except Exception as error:
+            return {**result, "status": "invalid", "error": f"analysing the loss curve failed: {_error_text(error)}"}
+        timings["analysis_s"] = time.perf_counter() - start
+        if job.code and job.dedup:
+            duplicate = _duplicate_of(result, job, fingerprint_distance)
+            if duplicate is not None:
+                return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for seed in job.seeds:
+        out = workdir / f"seed-{seed}"
+        try:
+            row = task.run_seed(job.task, job.loss or job.name, loss_fn, job.beta, seed, out)
+        except Exception as error:
+            return {**result, "status": "failed", "error": f"seed {seed}: {_error_text(error)}", "per_seed": rows}
+        if (out / "metrics.jsonl").exists():
+            row["train"] = _training_curve(out / "metrics.jsonl")
+        rows.append(row)
+        if job.stage1_seeds and len(rows) == job.stage1_seeds and job.stage_threshold is not None:
+            values = [task.seed_fitness(r, job.reference.get(str(r["seed"]))) for r in rows]
+            if estimate(values).mean < job.stage_threshold:
+                result["promoted"] = False
+                break
+    timings["train_eval_s"] = time.perf_counter() - start
+    return {**result, "status": "evaluated", "per_seed": rows, "promoted": result.get("promoted", True)}
+
+
+def _duplicate_of(result: dict, job: Job, distance) -> tuple[str, float] | None:
+    """The closest archive entry, or registered loss whose fitness the run knows, within the duplicate
+    distance. A candidate that behaves like a registered loss nobody measured here is trained: its fitness
+    would otherwise be unknown (measured: torch.exp(-beta * rho) behaves like CELL and scored third of 20)."""
+    mine = np.asarray(result["fingerprint"])
+    candidates = [(label, distance(mine, np.asarray(fp))) for label, fp in job.known.items()]
+    measured = set(job.registry_measured)
+    candidates += [(f"registry:{name}", d) for name, d in result["shape"]["nearest_known"] if name in measured]
+    if not candidates:
+        return None
+    label, best = min(candidates, key=lambda item: item[1])
+    return (label, best) if best < job.duplicate_distance else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_path, result_path = (argv if argv is not None else sys.argv[1:])[:2]
+    workdir = Path(job_path).resolve().parent
+    start = time.perf_counter()
+    try:
+        result = run_job(Job.read(job_path), workdir)
+    except Exception as error:  # a fault of the worker itself, not of the candidate: report it all the same
+        result = {"status": "failed", "error": f"worker error: {_error_text(error)}"}
+    result.setdefault("timings", {})["worker_s"] = time.perf_counter() - start
+    with atomic_output(result_path) as tmp:
+        tmp.write_text(json.dumps(result, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

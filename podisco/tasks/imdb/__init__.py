@@ -1,0 +1,1 @@
+"""The IMDb positive-sentiment task (docs/paper.md, IMDb): reward vs KL to the reference."""

@@ -1,0 +1,95 @@
+"""The IMDb positive-sentiment task as a discovery fitness (docs/paper.md, IMDb).
+
+Fitness of one seed: the paired KL-penalised reward against DPO trained with the same seed,
+``(r_c - λ KL_c) - (r_ref - λ KL_ref)`` with λ = 0.1 (fitness.kl_penalised); 0 = as good as DPO.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from podisco.tasks.base import Kind, TaskLimits, TaskSpec, make_spec
+from podisco.tasks.imdb.evaluate import ImdbTrainSettings
+from podisco.tasks.imdb.fitness import DEFAULT_KL_PENALTY, DEFAULT_PAIRED_SEEDS, kl_penalised
+from podisco.tasks.imdb.prepare import NAME, PRESETS, VERSION
+from podisco.tasks.seeds import PREFERENCE_SEEDS
+
+
+@functools.cache
+def _prepared(preset: str, cache_dir: str):
+    from podisco.tasks.imdb.prepare import prepare
+
+    return prepare(preset, cache_dir, log=lambda *_: None)  # loads the cached task once per worker process
+
+
+@dataclass
+class ImdbTask:
+    preset: str = "default"  # tiny | default | paper (prepare.PRESETS)
+    cache_dir: str = ""  # where the prepared task is cached; empty: $PODISCO_CACHE/imdb
+    steps: int = 0  # optimizer steps per run; 0: one epoch over the pairs
+    lr: float = ImdbTrainSettings.lr
+    batch_size: int = ImdbTrainSettings.batch_size
+
+    name: ClassVar[str] = NAME
+    kind: ClassVar[Kind] = "preference"
+    paired: ClassVar[bool] = True
+    reference_loss: ClassVar[str] = "sigmoid"
+    staged: ClassVar[bool] = True
+    default_seeds: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    default_reevaluate_seeds: ClassVar[tuple[int, ...]] = DEFAULT_PAIRED_SEEDS
+
+    @property
+    def version(self) -> str:
+        return f"{VERSION}-{self.preset}"
+
+    def limits(self) -> TaskLimits:
+        return TaskLimits(wall_s=900.0)
+
+    def describe(self) -> str:
+        return (
+            f"evaluation reward minus {DEFAULT_KL_PENALTY:g} x KL(reference || policy) per token, relative to DPO "
+            "trained with the same seeds (0 = as good as DPO, positive = better)"
+        )
+
+    def seed_archive(self) -> dict[str, str]:
+        return dict(PREFERENCE_SEEDS)
+
+    def prepare(self, folder: Path, log: Callable[[str], None]) -> TaskSpec:
+        from podisco.tasks.base import TaskError
+        from podisco.tasks.imdb.prepare import cache_root, prepare
+
+        if self.preset not in PRESETS:
+            raise TaskError(f"imdb: unknown preset {self.preset!r} ({', '.join(PRESETS)})")
+        cache = str(Path(self.cache_dir or cache_root()).resolve())
+        prepare(self.preset, cache, log)  # trusted: builds the caches once, before any candidate
+        return make_spec(self, {"cache_dir": cache})
+
+    def readonly_paths(self, spec: TaskSpec) -> tuple[str, ...]:
+        return (spec.params["cache_dir"],)
+
+    def run_seed(
+        self, spec: TaskSpec, loss_name: str, loss_fn: Callable | None, beta: float, seed: int, workdir: Path
+    ) -> dict[str, Any]:
+        from podisco.tasks.imdb.evaluate import train_and_evaluate
+
+        task = _prepared(self.preset, spec.params["cache_dir"])
+        settings = ImdbTrainSettings(
+            loss=loss_name, beta=beta, steps=self.steps, lr=self.lr, batch_size=self.batch_size, seed=seed
+        )
+        result = train_and_evaluate(task, settings, workdir, (seed,), loss_fn=loss_fn, reference_cache_dir=None)
+        return dict(result.per_seed[0])
+
+    def finish_seed(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
+        return row
+
+    def seed_fitness(self, row: Mapping[str, Any], reference: Mapping[str, Any] | None) -> float:
+        if reference is None:
+            raise ValueError("the imdb fitness is paired: a reference run with the same seed is needed")
+        return kl_penalised(row["reward"], row["kl"]) - kl_penalised(reference["reward"], reference["kl"])
+
+    def summarise(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {key: round(sum(r[key] for r in rows) / len(rows), 4) for key in ("reward", "kl")}
