@@ -8,7 +8,7 @@ the IMDb task (``--preset default``) twice, in one run:
 - **naive**: like the paper's loop, one fresh process per candidate that loads the SFT model, recomputes the
   reference log-probs (empty cache), and trains and evaluates every seed; no gate, no dedup, no staging.
 
-Both score a candidate the same way (``podisco.discovery.fitness``: reward - 0.1 KL, paired with DPO run on
+Both score a candidate the same way (``ImdbTask.seed_fitness``: reward - 0.1 KL, paired with DPO run on
 the same seeds; the DPO reference runs are computed once, before the clock starts, for both). Prints a table
 with wall time, candidates per hour, and the top 3 of each.
 
@@ -89,22 +89,21 @@ def replay_file(directory: Path) -> Path:
 
 
 def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -> tuple[float, list, dict]:
+    from dataclasses import replace
+
     from podisco.discovery.archive import Archive
-    from podisco.discovery.loop import DiscoveryConfig, run_discovery
+    from podisco.discovery.config import DiscoveryConfig, ExecutionSection, ProposerSection, SearchSection, TaskSection
+    from podisco.discovery.loop import run_discovery
     from podisco.discovery.proposers.replay import ReplayProposer
 
     config = DiscoveryConfig(
-        preset=preset,
-        proposer="replay",
-        replay_file=str(stream),
-        generations=5,
-        population=4,
-        seeds=seeds,
-        reevaluate_top=0,
-        allow_weak_isolation=True,
+        task=TaskSection("imdb", {"preset": preset}),
+        proposer=ProposerSection(kind="replay", replay_file=str(stream)),
+        search=SearchSection(generations=5, population=4, seeds=seeds, reevaluate_top=0),
+        execution=ExecutionSection(allow_weak_isolation=True),
     )
     # Seeds and references first, off the clock (both pipelines get them for free).
-    warm = DiscoveryConfig(**{**config.__dict__, "generations": 0})
+    warm = replace(config, search=replace(config.search, generations=0))
     run_id = run_discovery(warm, root, log=lambda m: None, proposer=ReplayProposer(stream))
     start = time.perf_counter()
     run_discovery(config, root, run_id, resume=True, log=print, proposer=ReplayProposer(stream))
@@ -125,8 +124,10 @@ def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -
 
 
 def run_naive(preset: str, seeds: tuple[int, ...], references: dict) -> tuple[float, list, int]:
-    from podisco.discovery.fitness import aggregate, seed_fitness
+    from podisco.stats import estimate
+    from podisco.tasks.imdb.task import ImdbTask
 
+    task = ImdbTask(preset=preset)
     scored, failures = [], 0
     start = time.perf_counter()
     for name, body in STREAM:
@@ -138,7 +139,7 @@ def run_naive(preset: str, seeds: tuple[int, ...], references: dict) -> tuple[fl
             print(f"naive: {name} failed")
             continue
         rows = json.loads(line.removeprefix("RESULT "))
-        fitness = aggregate([seed_fitness("imdb", r, references[str(r["seed"])]) for r in rows])[0]
+        fitness = estimate([task.seed_fitness(r, references[str(r["seed"])]) for r in rows]).mean
         scored.append((name, fitness))
         print(f"naive: {name} {fitness:+.4f}")
     wall = time.perf_counter() - start

@@ -115,8 +115,10 @@ def bad_input_section(tmp: Path) -> tuple[list[str], dict]:
 
 
 def training_fault_section(tmp: Path) -> tuple[list[str], dict]:
-    from podisco.discovery.executors import ExecutionSettings, Job, execute
+    from podisco.discovery.boundary.job import Job
     from podisco.discovery.boundary.sandbox import Limits
+    from podisco.discovery.executors import ExecutionSettings, execute
+    from podisco.tasks.base import get_task, make_spec
     from podisco.tasks.imdb.prepare import prepare
 
     cache = tmp / "imdb"
@@ -127,12 +129,13 @@ def training_fault_section(tmp: Path) -> tuple[list[str], dict]:
         ("10x slower than the deadline", ["for i in range(20000):", "    logits = logits * 1.0", "return -logits"], 20),
     ]
     rows, counts = [], {"tried": 0, "contained": 0, "lost": 0}
-    spec = {"name": "imdb", "preset": "tiny", "cache_dir": str(cache), "steps": 20, "lr": 5e-3, "batch_size": 8}
+    task = get_task("imdb", {"preset": "tiny", "cache_dir": str(cache), "steps": 20, "lr": 5e-3, "batch_size": 8})
+    spec = make_spec(task, {"cache_dir": str(cache.resolve())})
     for i, (label, body, wall) in enumerate(cases):
         name = f"fault{i}"
         source = HEAD.format(name=name) + "".join(f"    {line}\n" for line in [LOGITS, *body])
-        job = Job({"task": spec, "seeds": [0], "beta": 0.1, "code": source, "name": name}, str(tmp / name))
-        result = execute(job, ExecutionSettings(isolation=detect_isolation(), limits=Limits(wall_s=wall)))
+        job = Job(task=spec, name=name, beta=0.1, seeds=(0,), code=source)
+        result = execute(job, tmp / name, ExecutionSettings(isolation=detect_isolation(), limits=Limits(wall_s=wall)))
         reason = _first(result.get("error"), 130)
         ok = result["status"] in ("invalid", "failed") and bool(reason)
         counts["tried"] += 1

@@ -98,8 +98,19 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not 0 < value < float("inf"):
         raise UsageError(f"must be positive, got {text}")
+    return value
+
+
+def beta(text: str) -> float:
+    """A positive ``--beta``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise UsageError(f"beta must be positive, got {text}")
     return value
 
 

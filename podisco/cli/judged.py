@@ -140,7 +140,8 @@ def judged_task(args: argparse.Namespace):
 def cmd_sweep_judged(args: argparse.Namespace, task, losses: list[str], loss_fns: dict, betas: list[float]) -> int:
     """``podisco sweep --task chat|alpaca|tldr``: ``task`` is ``judged_task(args)``, checked before the losses."""
     from podisco.reporting.frontier_plot import plot_scores
-    from podisco.tasks.judged.pipeline import SCORE_MEANING, prepare_spec, summarise, sweep
+    from podisco.tasks.judged.pipeline import SCORE_MEANING, prepare_spec, sweep
+    from podisco.tasks.sweep_summary import summarise_scores as summarise
 
     judge = _judge(args)  # refused now, before any training, if no call could succeed
     spec = prepare_spec(task, Path(args.out) / "prepared")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from podisco.cli.common import UsageError, output_dir, output_file, positive_float, table
+from podisco.cli.common import UsageError, beta, output_dir, output_file, table
 
 if TYPE_CHECKING:
     from podisco.losses.analysis import LossShape
@@ -185,8 +185,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help = "the rho axis (default: the paper's Fig. 9/10 axis)"
         p.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), help=help)
 
-    def beta(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--beta", type=positive_float, default=0.05)
+    def beta_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--beta", type=beta, default=0.05)
 
     p = sub.add_parser("list", help="every registered loss with its source and formula")
     # a metavar: argparse would otherwise list the choices, and import torch, while it builds the parser
@@ -195,13 +195,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("show", help="formula, parameters, extrema and nearest losses of one loss")
     p.add_argument("name")
-    beta(p)
+    beta_flag(p)
     rho_range(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("plot", help="loss and gradient side by side, one row per beta")
     p.add_argument("names", nargs="+")
-    p.add_argument("--beta", type=positive_float, action="append", help="repeatable; default 0.05")
+    p.add_argument("--beta", type=beta, action="append", help="repeatable; default 0.05")
     p.add_argument("-o", "--output", default="losses.png")
     rho_range(p)
     p.set_defaults(func=cmd_plot)
@@ -209,11 +209,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="behavioural fingerprint distance between two losses")
     p.add_argument("a")
     p.add_argument("b")
-    beta(p)
+    beta_flag(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("analyze", help="analyse every registered loss; write a CSV and figures")
-    beta(p)
+    beta_flag(p)
     p.add_argument("--out", default="runs/losses")
     rho_range(p)
     p.set_defaults(func=cmd_analyze)

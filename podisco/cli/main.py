@@ -30,7 +30,7 @@ def _run(argv: Sequence[str] | None) -> int:
     quiet_libraries(getattr(args, "verbose", False))
     beta = getattr(args, "beta", None)  # a command whose --beta is a plain float still gets a positive one
     if beta is not None and any(not b > 0 for b in (beta if isinstance(beta, list) else [beta])):
-        raise UsageError(f"argument --beta: must be positive, got {beta}")
+        raise UsageError(f"argument --beta: beta must be positive, got {beta}")
     return args.func(args, extra) if takes_overrides else args.func(args)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from podisco.cli import judged
 from podisco.cli.common import (
     UsageError,
+    beta,
     non_negative_int,
     output_file,
     positive_float,
@@ -66,8 +67,9 @@ def cmd_task_prepare(args: argparse.Namespace) -> int:
 def cmd_task_imdb(args: argparse.Namespace) -> int:
     from podisco.losses import get_spec
     from podisco.tasks.imdb.evaluate import ImdbTrainSettings, train_and_evaluate
-    from podisco.tasks.imdb.fitness import DEFAULT_KL_PENALTY, paired_fitness
+    from podisco.tasks.imdb.fitness import paired_fitness
     from podisco.tasks.imdb.prepare import prepare
+    from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY
 
     get_spec(args.loss)  # misspelled names fail before the task is loaded
     if args.against:
@@ -117,8 +119,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return judged.cmd_sweep_judged(args, spec, losses, loss_fns, list(args.betas))
     from podisco.reporting.frontier_plot import plot_frontier
     from podisco.tasks.imdb.evaluate import ImdbTrainSettings
-    from podisco.tasks.imdb.fitness import DEFAULT_KL_PENALTY, summarise, sweep
+    from podisco.tasks.imdb.fitness import sweep
     from podisco.tasks.imdb.prepare import prepare
+    from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY
+    from podisco.tasks.sweep_summary import summarise_frontier as summarise
 
     losses, loss_fns = _sweep_losses(args.losses)
     task = prepare(args.preset, args.cache_dir)
@@ -163,7 +167,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = task_sub.add_parser("imdb", help="train one loss at one beta on the IMDb pairs; reward and KL")
     p.add_argument("--loss", default="sigmoid")
-    p.add_argument("--beta", type=positive_float, default=0.05)
+    p.add_argument("--beta", type=beta, default=0.05)
     p.add_argument("--steps", type=non_negative_int, default=0, help="0: one epoch over the pairs")
     p.add_argument("--lr", type=positive_float, help="default: the task's (ImdbTrainSettings.lr)")
     p.add_argument(

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from podisco.cli.common import existing_dir, existing_file, positive_float, usage_error
+from podisco.cli.common import beta, existing_dir, existing_file, usage_error
 from podisco.errors import PodiscoError
 from podisco.hub import looks_like_hub_id
 
@@ -43,7 +43,7 @@ def train_config(args: argparse.Namespace, extra: Sequence[str]):
     # refused now, not after a tokenizer download: a local path that is not there (a hub id is checked on use)
     for what, source in (("--model", config.model), ("--data", config.data.path)):
         if not Path(source).expanduser().exists() and not looks_like_hub_id(source):
-            raise PodiscoError(f"{what} {source}: no such file or folder (and not a hub id like owner/name)")
+            raise PodiscoError(f"{what} {source} does not exist (and is not a hub id of the form owner/name)")
     if args.resume:
         existing_dir(args.resume, "--resume")
     return config
@@ -102,5 +102,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--resume", help="a checkpoint folder written by an earlier run")
         if name == "train":
             p.add_argument("--loss", help="registered loss, or a combination like sigmoid=0.8,sft=1")
-            p.add_argument("--beta", type=positive_float)
+            p.add_argument("--beta", type=beta)
         p.set_defaults(func=func, takes_overrides=True)

@@ -37,7 +37,7 @@ from podisco.discovery.proposers.parse import ProposalError, parse_proposal
 from podisco.discovery.results import finish_rows, record, run_fitness
 from podisco.errors import PodiscoError
 from podisco.stats import format_estimate
-from podisco.tasks.base import get_task, source_paths
+from podisco.tasks.base import get_task, source_paths, task_options
 from podisco.training.config import save_yaml
 
 REFERENCE_ATTEMPTS = 3
@@ -84,6 +84,8 @@ def run_discovery(
         config = _resumed_config(archive, run_id, config)
     config.validate()
     task = get_task(config.task.name, config.task.options)
+    # resolved: every option typed and filled in, a user's file by its absolute path (resume from anywhere)
+    config.task.name, config.task.options = task.reference, task_options(task)
     proposer = proposer or make_proposer(config)
     execution = config.execution
     isolation = detect_isolation() if execution.isolation == "auto" else execution.isolation

@@ -128,8 +128,7 @@ def _lineage(best: Attempt, by_id: dict[int, Attempt]) -> str:
 def _frontier(sweep_csvs: Sequence[Path]) -> str:
     """An IMDb sweep's reward-vs-KL frontier, or a judged sweep's score against beta."""
     from podisco.reporting.frontier_plot import plot_frontier, plot_scores
-    from podisco.tasks.imdb import fitness as imdb_fitness
-    from podisco.tasks.judged import pipeline as judged
+    from podisco.tasks.sweep_summary import summarise_frontier, summarise_scores
 
     parts = []
     for path in sweep_csvs:
@@ -138,10 +137,10 @@ def _frontier(sweep_csvs: Sequence[Path]) -> str:
         name = Path(path).name
         with tempfile.TemporaryDirectory() as tmp:
             if rows and "score" in rows[0]:
-                png = plot_scores(judged.summarise(rows), Path(tmp) / "s.png", f"judged score ({name})", "score")
+                png = plot_scores(summarise_scores(rows), Path(tmp) / "s.png", f"judged score ({name})", "score")
             else:
                 rows = [{**r, **{k: float(r[k]) for k in ("beta", "reward", "kl")}} for r in rows]
-                png = plot_frontier(imdb_fitness.summarise(rows), Path(tmp) / "f.png", f"reward vs KL ({name})")
+                png = plot_frontier(summarise_frontier(rows), Path(tmp) / "f.png", f"reward vs KL ({name})")
             uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
         parts.append(f'<img class="chart" alt="sweep of {text(name)}" src="{uri}">')
     return "".join(parts)
@@ -155,7 +154,7 @@ def build_report(archive: Archive, run_id: str, sweep_csvs: Sequence[str | Path]
         raise KeyError(f"no run {run_id!r} in {archive.path}")
     attempts = archive.attempts(run_id)
     config = run["config"]
-    beta = float(config.get("beta", 0.05))
+    beta = float(config.get("search", config).get("beta", 0.05))  # archives before nested configs: flat
     top = archive.best(run_id, 3)
     counts = {
         s: sum(a.status == s for a in attempts) for s in ("evaluated", "duplicate", "invalid", "failed", "proposed")
@@ -178,7 +177,7 @@ def build_report(archive: Archive, run_id: str, sweep_csvs: Sequence[str | Path]
         f'<img class="chart" id="fitness-chart" alt="fitness per attempt" '
         f'src="{run_figures.data_uri(run_figures.fitness_over_attempts(attempts))}">',
     ]
-    if top and run["task"] != "digits":
+    if top and any(a.shape for a in top):  # preference losses: the worker archived their curves
         fig = run_figures.loss_curves(top, _dpo_curve(beta), beta)
         sections += [
             "<h2>Loss and gradient of the top candidates vs DPO</h2>",

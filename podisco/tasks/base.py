@@ -216,7 +216,7 @@ def get_task(name: str, options: Mapping[str, Any] | None = None) -> Task:
             apply(task, dict(options), "task.options.")
         except ConfigError as error:
             raise TaskError(f"task {task.name}: {error}") from error
-    task.reference = reference  # type: ignore[attr-defined]  # how the worker finds it again
+    task.reference = reference  # type: ignore[attr-defined]  # how a worker or a resumed run finds it again
     return task
 
 

@@ -7,6 +7,7 @@ from podisco.discovery.archive import Archive
 from podisco.discovery.boundary.gate import check_code
 from podisco.discovery.proposers import evolve
 from podisco.discovery.proposers.base import Context
+from podisco.tasks.base import get_task
 from podisco.tasks.seeds import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
 
 
@@ -56,9 +57,9 @@ def _archive_with_seeds(tmp_path):
 def test_proposals_are_new_gate_clean_and_depend_only_on_the_slot(tmp_path):
     archive = _archive_with_seeds(tmp_path)
     proposer = evolve.EvolveProposer(seed=3)
-    context = Context("r", "imdb", 1, 0, 4, archive, "fitness")
+    context = Context("r", get_task("imdb"), 1, 0, 4, archive)
     first, again = proposer.propose(context), proposer.propose(context)
     assert first.error is None and first.code == again.code  # a resumed run proposes the same
     assert check_code(first.code) == first.name and first.parents
-    other = proposer.propose(Context("r", "imdb", 1, 1, 4, archive, "fitness"))
+    other = proposer.propose(Context("r", get_task("imdb"), 1, 1, 4, archive))
     assert other.code != first.code

@@ -11,9 +11,11 @@ import yaml
 
 from podisco.discovery.archive import Archive
 from podisco.discovery.boundary.sandbox import detect_isolation
-from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.discovery.config import DiscoveryConfig
+from podisco.discovery.loop import run_discovery
 from podisco.errors import PodiscoError
 from podisco.models import build_tiny_gpt2
+from tests.discovery.configs import make_config
 from tests.discovery.fake_llm_server import FakeLLMServer, status
 from tests.tasks.test_judged import fake_judge
 from tests.training.tiny import make_rows, make_tokenizer
@@ -48,7 +50,6 @@ def chat_setup(tmp_path_factory):
 
 def _config(folder: Path, judge_url: str, cache: Path, **extra) -> DiscoveryConfig:
     values = dict(
-        task="chat",
         train_config=str(folder / "train.yaml"),
         eval_data=str(folder / "questions.jsonl"),
         max_new_tokens=6,
@@ -64,7 +65,7 @@ def _config(folder: Path, judge_url: str, cache: Path, **extra) -> DiscoveryConf
         reevaluate_seeds=(0, 1),
         wall_s=300,
     )
-    return DiscoveryConfig(**{**values, **extra})
+    return make_config("chat", **{**values, **extra})
 
 
 def test_chat_discovery_trains_in_the_sandbox_and_judges_in_the_parent(chat_setup, tmp_path, monkeypatch):
@@ -110,7 +111,7 @@ def test_a_failing_judge_stops_the_run_and_resume_judges_without_training_again(
         config = _config(chat_setup, server.base_url, tmp_path / "judge", generations=0, reevaluate_top=0)
         with pytest.raises(
             PodiscoError,
-            match=r"(?s)judging the DPO reference run \(seed 0\) failed: .*invalid api key.*--resume --run r1",
+            match=r"(?s)scoring the reference run \(sigmoid\) \(seed 0\) failed: .*invalid api key.*--resume --run r1",
         ):
             run_discovery(config, root, run_id="r1", log=lambda message: None)
     (finished,) = (root / "work").glob("reference-*.finished.json")
@@ -148,7 +149,7 @@ def test_gpu_jobs_train_and_answer_on_their_gpu_inside_the_sandbox(chat_setup, t
         config = _config(
             chat_setup, server.base_url, tmp_path / "judge", generations=0, reevaluate_top=0, workers=0, gpus="auto"
         )
-        config.train_overrides = ("precision=bf16",)
+        config.task.options["train_overrides"] = ["precision=bf16"]
         run_id = run_discovery(config, tmp_path / "runs", log=print)
     attempts = Archive(tmp_path / "runs" / "archive.sqlite").attempts(run_id)
     for a in attempts:

@@ -8,12 +8,14 @@ import time
 import pytest
 
 from podisco.discovery.archive import Archive
+from podisco.discovery.boundary.job import Job
 from podisco.discovery.boundary.sandbox import Limits, detect_isolation, run_sandboxed
-from podisco.discovery.executors import ExecutionSettings, Job, execute
-from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.discovery.executors import ExecutionSettings, execute
+from podisco.discovery.loop import run_discovery
 from podisco.discovery.proposers.llm import LLMProposer
 from podisco.llm_client import ChatClient, LLMSettings
 from podisco.tasks.seeds import CLASSIFICATION_SEEDS
+from tests.discovery.configs import job_spec, make_config
 from tests.discovery.fake_llm_server import FakeLLMServer, reply, sleep, status
 
 pytestmark = pytest.mark.slow
@@ -53,7 +55,7 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
         reply(proposal("sneaky", SNEAKY.format(canary=canary))),
         reply(proposal("dpo_again", "F.softplus(-self.beta * logits)")),
     ]
-    config = DiscoveryConfig(
+    config = make_config(
         preset="tiny",
         cache_dir=tiny_cache,
         generations=2,
@@ -140,9 +142,9 @@ def test_evolve_on_digits_finds_something_as_fit_as_its_seeds(tmp_path):
 @pytest.mark.parametrize("isolation", sorted({"process", detect_isolation()}))
 def test_a_candidate_that_never_returns_is_killed_and_reported(tmp_path, isolation):
     code = "def spin(logits, targets):\n    while True:\n        pass\n"
-    job = Job({"task": {"name": "digits"}, "seeds": [0], "code": code, "name": "spin"}, str(tmp_path / "w"))
+    job = Job(task=job_spec("digits"), name="spin", beta=0.05, seeds=(0,), code=code)
     started = time.monotonic()
-    result = execute(job, ExecutionSettings(isolation=isolation, limits=Limits(wall_s=8)))
+    result = execute(job, tmp_path / "w", ExecutionSettings(isolation=isolation, limits=Limits(wall_s=8)))
     assert result["status"] == "failed" and "wall-clock limit" in result["error"]
     assert time.monotonic() - started < 30
 
@@ -155,9 +157,8 @@ def test_ray_executor_runs_a_job_on_a_local_cluster(tmp_path):
     try:
         executor = RayExecutor("", ExecutionSettings(isolation=detect_isolation()))
         code = CLASSIFICATION_SEEDS["cross_entropy"]
-        payload = {"task": {"name": "digits", "epochs": 4}, "seeds": [0], "code": code, "name": "ce"}
-        job = Job(payload, str(tmp_path / "job"))
-        result = executor.submit(job).result(timeout=300)
+        job = Job(task=job_spec("digits", epochs=4), name="ce", beta=0.05, seeds=(0,), code=code)
+        result = executor.submit(job, tmp_path / "job").result(timeout=300)
         assert result["status"] == "evaluated" and result["per_seed"][0]["accuracy"] > 0.8
     finally:
         ray.shutdown()

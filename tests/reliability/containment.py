@@ -7,9 +7,11 @@ import os
 import time
 from pathlib import Path
 
-from podisco.discovery.executors import ExecutionSettings, Job, execute
 from podisco.discovery.boundary.gate import GateError, check_code
+from podisco.discovery.boundary.job import Job
 from podisco.discovery.boundary.sandbox import Limits
+from podisco.discovery.executors import ExecutionSettings, execute
+from tests.discovery.configs import job_spec
 from tests.reliability.hostile import CANARY, code
 
 SECRET = "podisco-parent-secret-7f3a"
@@ -29,8 +31,9 @@ def contain(name: str, isolation: str, workdir: Path, wall_s: float = 15.0) -> d
     try:
         # No seeds: the worker defines the function, runs the battery and the shape analysis, which is where a
         # candidate's code runs; training would only run it more.
-        job = Job({"task": {"name": "imdb"}, "seeds": [], "code": source, "name": name}, str(workdir))
-        result = execute(job, ExecutionSettings(isolation=isolation, limits=Limits(wall_s=wall_s, memory_mb=4096)))
+        job = Job(task=job_spec("imdb"), name=name, beta=0.05, seeds=(), code=source)
+        limits = Limits(wall_s=wall_s, memory_mb=4096)
+        result = execute(job, workdir, ExecutionSettings(isolation=isolation, limits=limits))
     finally:
         del os.environ["PODISCO_TEST_SECRET"]
     after = canary.stat().st_mtime_ns if canary.exists() else None

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 from podisco.discovery.archive import Archive
-from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.discovery.loop import run_discovery
 from podisco.discovery.proposers.llm import LLMProposer
 from podisco.llm_client import ChatClient, LLMSettings
+from tests.discovery.configs import make_config
 from tests.discovery.fake_llm_server import FakeLLMServer, drop, empty_choices, raw, reply, sleep, status
 
 
@@ -56,8 +57,8 @@ def run_with_faults(root: Path) -> dict:
         script += actions
         if FAULTS[i][2] == "retried":  # the retry then gets a good proposal
             script.append(reply(_loss(f"smooth_{i}", 0.01 * (i + 1))))
-    config = DiscoveryConfig(
-        task="digits",
+    config = make_config(
+        "digits",
         generations=len(FAULTS),  # one proposal per generation: one fault each
         population=1,
         workers=2,

@@ -38,11 +38,11 @@ def test_at_the_fallback_level_too(name, tmp_path):
 def test_a_patching_candidate_cannot_reach_the_next_one(tmp_path):
     # Rejected by the gate; and were it not, one job is one process, so the next job imports a fresh torch.
     assert contain("patch_torch", detect_isolation(), tmp_path / "a")["outcome"] == "rejected"
-    from podisco.discovery.executors import ExecutionSettings, Job, execute
+    from podisco.discovery.boundary.job import Job
+    from podisco.discovery.executors import ExecutionSettings, execute
     from podisco.tasks.seeds import PREFERENCE_SEEDS
+    from tests.discovery.configs import job_spec
 
-    job = Job(
-        {"task": {"name": "imdb"}, "seeds": [], "code": PREFERENCE_SEEDS["dpo"], "name": "dpo"}, str(tmp_path / "b")
-    )
-    result = execute(job, ExecutionSettings(isolation=detect_isolation()))
+    job = Job(task=job_spec("imdb"), name="dpo", beta=0.05, seeds=(), code=PREFERENCE_SEEDS["dpo"])
+    result = execute(job, tmp_path / "b", ExecutionSettings(isolation=detect_isolation()))
     assert result["status"] == "evaluated" and result["shape"]["nearest_known"][0][0] == "sigmoid"

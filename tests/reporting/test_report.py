@@ -12,11 +12,12 @@ from html.parser import HTMLParser
 import pytest
 
 from podisco.discovery.archive import Archive
-from podisco.discovery.loop import DiscoveryConfig, run_discovery
+from podisco.discovery.loop import run_discovery
 from podisco.discovery.proposers.replay import ReplayProposer
 from podisco.errors import PodiscoError
 from podisco.reporting.report import write_report
 from podisco.reporting.serve import make_server
+from tests.discovery.configs import make_config
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def run(tmp_path_factory):
         {"content": "no JSON here at all <b>bold</b>"},
     ]
     replay.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    config = DiscoveryConfig(
+    config = make_config(
         preset="tiny",
         cache_dir=str(cache),
         proposer="replay",

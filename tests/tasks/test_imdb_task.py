@@ -47,6 +47,7 @@ def test_cache_key_changes_with_settings():
 
 @pytest.mark.slow
 def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
+    from podisco.tasks import sweep_summary
     from podisco.tasks.imdb import fitness as imdb_fitness
 
     base = ImdbTrainSettings(steps=3, batch_size=8, lr=5e-3)
@@ -62,7 +63,7 @@ def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
         for seed in (0, 1)
     }
     assert len(list((tmp_path / "runs").glob("run-*.json"))) == 4  # read back, not trained again
-    lam = imdb_fitness.DEFAULT_KL_PENALTY
+    lam = sweep_summary.DEFAULT_KL_PENALTY
     diffs = [runs["hinge", s].reward - runs["sigmoid", s].reward for s in (0, 1)]
     kl_diffs = [runs["hinge", s].kl - runs["sigmoid", s].kl for s in (0, 1)]
     penalised = [d - lam * k for d, k in zip(diffs, kl_diffs, strict=True)]
@@ -84,9 +85,9 @@ def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(imdb_fitness, "train_and_evaluate", must_not_train)
     again = imdb_fitness.sweep(tiny, ["sigmoid"], [0.1], (0, 1), tmp_path / "sweep", base, log=lambda m: None)
     assert again == rows
-    summary = imdb_fitness.summarise(rows)
+    summary = sweep_summary.summarise_frontier(rows)
     assert summary["sigmoid"]["frontier"] == pytest.approx(
-        max(r - imdb_fitness.DEFAULT_KL_PENALTY * k for r, k in summary["sigmoid"]["points"].values())
+        max(r - sweep_summary.DEFAULT_KL_PENALTY * k for r, k in summary["sigmoid"]["points"].values())
     )
 
     from podisco.reporting.frontier_plot import plot_frontier
@@ -95,7 +96,7 @@ def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
 
 
 def test_frontier_score_prefers_reward_bought_cheaply_in_kl():
-    from podisco.tasks.imdb.fitness import frontier_score
+    from podisco.tasks.sweep_summary import frontier_score
 
     cheap = [(0.70, 0.05), (0.75, 0.40)]  # best: 0.70 - 0.05 = 0.65
     costly = [(0.80, 0.30), (0.85, 0.60)]  # best: 0.80 - 0.30 = 0.50

@@ -31,21 +31,12 @@ from podisco.cache import atomic_output, write_csv
 from podisco.losses.registry import LossFn
 from podisco.tasks.imdb.evaluate import ImdbResult, ImdbTrainSettings, train_and_evaluate
 from podisco.tasks.imdb.prepare import PreparedTask, preset_key
+from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY, kl_penalised
 
-DEFAULT_KL_PENALTY = 0.1
 # Seeds of a paired comparison. Measured on the default preset at the default lr, hinge - DPO at beta 0.05:
 # the per-seed difference has a standard deviation of 0.0127 in evaluation reward, so 5 seeds give a standard
 # error of 0.0057 (target: <= 0.01); README "IMDb task".
 DEFAULT_PAIRED_SEEDS = tuple(range(5))
-
-
-def kl_penalised(reward: float, kl: float, lam: float = DEFAULT_KL_PENALTY) -> float:
-    return reward - lam * kl
-
-
-def frontier_score(points: list[tuple[float, float]], lam: float = DEFAULT_KL_PENALTY) -> float:
-    """Best reward - lam * KL over a loss's (reward, KL) points, one per beta."""
-    return max(kl_penalised(r, k, lam) for r, k in points)
 
 
 def _run_key(task: PreparedTask, settings: ImdbTrainSettings, eval_seeds: tuple[int, ...]) -> str:
@@ -170,18 +161,3 @@ def sweep(
                 log(f"{loss} beta={beta:g} seed={seed}: reward {result.reward:.4f}, KL {result.kl:.4f}")
     write_csv(out / "sweep.csv", rows, SWEEP_FIELDS)
     return rows
-
-
-def summarise(rows: list[dict]) -> dict[str, dict]:
-    """Per loss: mean (reward, KL) per beta over seeds, and the frontier score over betas."""
-    by_loss: dict[str, dict[float, list[dict]]] = {}
-    for row in rows:
-        by_loss.setdefault(row["loss"], {}).setdefault(float(row["beta"]), []).append(row)
-    summary = {}
-    for loss, cells in by_loss.items():
-        points = {
-            b: (float(np.mean([r["reward"] for r in rs])), float(np.mean([r["kl"] for r in rs])))
-            for b, rs in cells.items()
-        }
-        summary[loss] = {"points": points, "frontier": frontier_score(list(points.values()))}
-    return summary

@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 
 from podisco.tasks.base import Kind, TaskLimits, TaskSpec, make_spec
 from podisco.tasks.imdb.evaluate import ImdbTrainSettings
-from podisco.tasks.imdb.fitness import DEFAULT_KL_PENALTY, DEFAULT_PAIRED_SEEDS, kl_penalised
+from podisco.tasks.imdb.fitness import DEFAULT_PAIRED_SEEDS
 from podisco.tasks.imdb.prepare import NAME, PRESETS, VERSION
 from podisco.tasks.seeds import PREFERENCE_SEEDS
+from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY, kl_penalised
 
 
 @functools.cache

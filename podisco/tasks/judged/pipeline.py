@@ -230,11 +230,3 @@ def sweep(
 def _write_cell(path: Path, values: dict) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(values))
-
-
-def summarise(rows: Sequence[dict]) -> dict[str, dict[float, float]]:
-    """Per loss: the mean score per beta over seeds."""
-    cells: dict[str, dict[float, list[float]]] = {}
-    for row in rows:
-        cells.setdefault(row["loss"], {}).setdefault(float(row["beta"]), []).append(float(row["score"]))
-    return {loss: {b: sum(v) / len(v) for b, v in sorted(by.items())} for loss, by in cells.items()}
