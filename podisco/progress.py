@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Console", "Progress", "format_duration"]
 
 
 def format_duration(seconds: float) -> str:
@@ -229,3 +229,37 @@ class Progress:
             with self._lock:
                 if not self._closed:
                     self._draw(force=True)
+
+
+class Console:
+    """A run's log lines plus one progress display per long step: ``console("a line")``, and
+    ``with console.step("gen 2/5", total=4, unit="jobs") as progress: ...``. While a step's line is up on a
+    terminal, log lines go above it instead of through it; elsewhere they go to ``log`` as they always did.
+    ``enabled=False`` (the library default) shows no progress at all, only the log lines."""
+
+    def __init__(self, log: Callable[[str], None] = print, enabled: bool = False) -> None:
+        self._log, self.enabled = log, enabled
+        self._current: Progress | None = None
+
+    def __call__(self, message: str) -> None:
+        current = self._current
+        if current is not None and current.enabled and current.tty:
+            current.write(message)
+        else:
+            self._log(message)
+
+    def step(self, label: str, total: int | None = None, unit: str = "") -> _Step:
+        return _Step(self, Progress(label, total, unit=unit, enabled=self.enabled))
+
+
+class _Step:
+    def __init__(self, console: Console, progress: Progress) -> None:
+        self._console, self._progress = console, progress
+
+    def __enter__(self) -> Progress:
+        self._console._current = self._progress
+        return self._progress.__enter__()
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self._console._current = None
+        self._progress.__exit__(kind, value, traceback)

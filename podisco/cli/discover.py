@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from podisco.cli.common import DEFAULT_ROOT, beta, existing_file, non_negative_int, positive_int, seeds
 from podisco.errors import PodiscoError
-
-DEFAULT_ROOT = "runs/discovery"
 
 # flag -> the config key it sets; a flag left out keeps the YAML's (or the default) value
 _FLAGS = {
@@ -49,19 +48,25 @@ _TASK_OPTION_FLAGS = (
 )
 
 
+def _text(value) -> str:
+    """A flag's parsed value as an override's text (a tuple of seeds as 0,1,2)."""
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
 def discover_config(args: argparse.Namespace, overrides: list[str]):
     """The run's config: defaults < ``--config`` YAML < flags < ``--key=value`` overrides, type-checked."""
     from podisco.discovery.config import DiscoveryConfig
     from podisco.training.config import ConfigError, load_config, override
 
-    flags = [f"{key}={getattr(args, flag)}" for flag, key in _FLAGS.items() if getattr(args, flag) is not None]
+    flags = [f"{key}={_text(getattr(args, flag))}" for flag, key in _FLAGS.items() if getattr(args, flag) is not None]
+    existing_file(args.config, "--config")
     config = load_config(DiscoveryConfig, args.config, flags)
     config.task.options.update({f: getattr(args, f) for f in _TASK_OPTION_FLAGS if getattr(args, f) is not None})
     if args.train_override:
         config.task.options["train_overrides"] = list(args.train_override)
     for item in overrides:
         if not item.startswith("--") or "=" not in item:
-            raise ConfigError(f"unrecognised argument {item!r}; overrides look like --search.generations=5")
+            raise ConfigError(f"unrecognized argument {item!r}; overrides look like --search.generations=5")
         override(config, item[2:])
     config.validate()
     return config
@@ -73,7 +78,7 @@ def cmd_discover(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.resume and not args.run:
         raise PodiscoError("--resume needs --run RUN_ID (see podisco runs list)")
     config = discover_config(args, overrides)
-    run_id = run_discovery(config, args.root, args.run, args.resume)
+    run_id = run_discovery(config, args.root, args.run, args.resume, progress=True)
     print(f"archive: {Path(args.root) / 'archive.sqlite'} (run {run_id}); config: {args.root}/configs/{run_id}.yaml")
     print(f"next: podisco runs show {run_id}   |   podisco export {run_id} --best -o loss.py")
     return 0
@@ -92,21 +97,21 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--task", help="imdb (default), digits, cifar10, chat, alpaca, tldr, module:Class or file.py:Class")
     p.add_argument("--preset", help="IMDb size preset: tiny, default, paper")
     p.add_argument("--cache-dir", dest="cache_dir", help="where the prepared IMDb task is cached")
-    p.add_argument("--steps", type=int, help="IMDb optimizer steps per run; 0: one epoch")
+    p.add_argument("--steps", type=non_negative_int, help="IMDb optimizer steps per run; 0: one epoch")
     p.add_argument("--data-dir", dest="data_dir", help="cifar10: the local CIFAR-10 copy (python format)")
-    p.add_argument("--epochs", type=int, help="digits / cifar10: training epochs")
-    p.add_argument("--beta", type=float)
+    p.add_argument("--epochs", type=positive_int, help="digits / cifar10: training epochs")
+    p.add_argument("--beta", type=beta)
     p.add_argument("--proposer", choices=["auto", "llm", "evolve", "replay"])
     p.add_argument("--prompt-mode", dest="prompt_mode", choices=["paper", "archive"])
     p.add_argument("--model", help="LLM model (also $PODISCO_LLM_MODEL)")
     p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (also $PODISCO_LLM_BASE_URL)")
     p.add_argument("--replay", help="JSONL of recorded replies for --proposer replay")
-    p.add_argument("--generations", type=int)
-    p.add_argument("--population", type=int, help="proposals per generation")
-    p.add_argument("--workers", type=int, help="parallel jobs; 0: cores / threads")
-    p.add_argument("--threads", type=int, help="torch threads per job")
-    p.add_argument("--seeds", help="seeds of a full evaluation, e.g. 0,1,2 (default: the task's)")
-    p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", help="seeds for re-evaluating the top 3")
+    p.add_argument("--generations", type=non_negative_int)
+    p.add_argument("--population", type=positive_int, help="proposals per generation")
+    p.add_argument("--workers", type=non_negative_int, help="parallel jobs; 0: cores / threads")
+    p.add_argument("--threads", type=positive_int, help="torch threads per job")
+    p.add_argument("--seeds", type=seeds, help="seeds of a full evaluation, e.g. 0,1,2 (default: the task's)")
+    p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", type=seeds, help="seeds for re-evaluating the top 3")
     p.add_argument("--executor", choices=["local", "ray"])
     p.add_argument("--address", help="Ray cluster address (--executor ray)")
     p.add_argument("--isolation", choices=["auto", "bwrap", "unshare", "process"])

@@ -13,8 +13,6 @@ from podisco.hub import looks_like_hub_id
 
 def train_config(args: argparse.Namespace, extra: Sequence[str]):
     """The TrainConfig of ``--config``, the flags and the ``--key=value`` overrides, validated."""
-    import yaml
-
     from podisco.training.config import TrainConfig, load_config
 
     overrides = []
@@ -30,13 +28,7 @@ def train_config(args: argparse.Namespace, extra: Sequence[str]):
             raise usage_error(args.parser_prog, f"unrecognized argument {item!r}; overrides look like --optim.lr=1e-5")
         overrides.append(item[2:])
     existing_file(args.config, "--config")
-    try:
-        config = load_config(TrainConfig, args.config, overrides)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "cannot be parsed"
-        raise PodiscoError(f"--config {args.config}: not valid YAML: {problem}{where}") from error
+    config = load_config(TrainConfig, args.config, overrides)  # a bad YAML file is a ConfigError naming it
     config.validate()
     if not config.model or not config.data.path:
         raise PodiscoError("both a model (--model) and data (--data) are needed")

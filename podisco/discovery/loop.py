@@ -36,6 +36,7 @@ from podisco.discovery.proposers.base import Context, Proposal, Proposer, Replay
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
 from podisco.discovery.results import finish_rows, record, run_fitness
 from podisco.errors import PodiscoError
+from podisco.progress import Console
 from podisco.stats import format_estimate
 from podisco.tasks.base import get_task, source_paths, task_options
 from podisco.training.config import save_yaml
@@ -77,8 +78,12 @@ def run_discovery(
     resume: bool = False,
     log: Callable[[str], None] = print,
     proposer: Proposer | None = None,
+    progress: bool = False,
 ) -> str:
+    """Run (or ``resume``) a discovery run; returns its id. ``progress`` shows one progress line with an ETA
+    per long step (preparing the task, the reference runs, each generation, the re-evaluation)."""
     root = Path(root)
+    log = Console(log, progress)
     archive = Archive(root / "archive.sqlite")
     if resume:
         config = _resumed_config(archive, run_id, config)
@@ -91,7 +96,8 @@ def run_discovery(
     isolation = detect_isolation() if execution.isolation == "auto" else execution.isolation
     if proposer.kind in ("llm", "replay"):
         require_isolation(isolation, execution.allow_weak_isolation)
-    spec = task.prepare(root, log)  # trusted: caches, checked data, a judge; refused now, not after hours
+    with log.step(f"preparing the {task.name} task"):  # trusted: caches, checked data, a judge, before any run
+        spec = task.prepare(root, log)
     if not resume:
         run_id = run_id or new_run_id()
         archive.create_run(run_id, asdict(config), task.name, task.version, isolation)
@@ -129,7 +135,7 @@ def run_discovery(
         else LocalExecutor(workers, settings)
     )
     try:
-        _ensure_references(state, executor, state.seeds)
+        _ensure_references(state, executor, state.seeds, log)
         _generation_zero(state, executor, log)
         for generation in range(1, search.generations + 1):
             if not _generation(state, executor, proposer, generation, log):
@@ -172,6 +178,10 @@ def _job_env(threads: int, gpus: bool = False) -> dict[str, str]:
         "TRANSFORMERS_VERBOSITY": "error",
         "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_VERBOSITY": "error",
+        "DATASETS_VERBOSITY": "error",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "ACCELERATE_LOG_LEVEL": "error",  # "Removed shared tensor ... while saving"
         "PODISCO_CACHE": str(cache_home().resolve()),
     }
     if gpus and os.environ.get("LD_LIBRARY_PATH"):  # where some machines keep libcuda; not a secret
@@ -212,7 +222,7 @@ def _reference_path(state: RunState, seed: int) -> Path:
     return state.root / "references" / f"{_reference_key(state)}-seed{seed}.json"
 
 
-def _ensure_references(state: RunState, executor: Executor, seeds) -> None:
+def _ensure_references(state: RunState, executor: Executor, seeds, log: Console) -> None:
     if not state.task.paired:
         return
     missing = []
@@ -231,24 +241,27 @@ def _ensure_references(state: RunState, executor: Executor, seeds) -> None:
     # A reference run is trusted code: when it fails, the machine did (a killed worker, a full disk), so it is
     # tried again before the run gives up; a candidate's failure is the candidate's and is recorded instead.
     jobs = {submit(seed): (seed, 1) for seed in missing}
-    while jobs:
-        future = next(as_completed(jobs))
-        (seed, attempt), result = jobs.pop(future), future.result()
-        if result.get("status") != "evaluated":
-            if attempt < REFERENCE_ATTEMPTS:
-                jobs[submit(seed)] = (seed, attempt + 1)
-                continue
-            raise PodiscoError(f"the reference run ({loss}, seed {seed}) failed {attempt} times: {result.get('error')}")
-        row = finish_rows(state, result["per_seed"][:1], f"the reference run ({loss})")[0]
-        path = _reference_path(state, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
-            tmp.write_text(json.dumps(row))
-        state.references[str(seed)] = row
+    with log.step(f"reference runs ({loss})", len(missing), "seeds") as progress:
+        while jobs:
+            future = next(as_completed(jobs))
+            (seed, attempt), result = jobs.pop(future), future.result()
+            if result.get("status") != "evaluated":
+                if attempt < REFERENCE_ATTEMPTS:
+                    jobs[submit(seed)] = (seed, attempt + 1)
+                    continue
+                error = result.get("error")
+                raise PodiscoError(f"the reference run ({loss}, seed {seed}) failed {attempt} times: {error}")
+            row = finish_rows(state, result["per_seed"][:1], f"the reference run ({loss})")[0]
+            path = _reference_path(state, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
+                tmp.write_text(json.dumps(row))
+            state.references[str(seed)] = row
+            progress.advance(note=f"seed {seed}")
 
 
 # generations
-def _generation_zero(state: RunState, executor: Executor, log) -> None:
+def _generation_zero(state: RunState, executor: Executor, log: Console) -> None:
     """The seed archive, evaluated like any candidate (no dedup: they are the known losses)."""
     existing = {a.slot for a in state.archive.attempts(state.run_id) if a.generation == 0}
     for slot, (name, code) in enumerate(state.task.seed_archive().items()):
@@ -257,7 +270,7 @@ def _generation_zero(state: RunState, executor: Executor, log) -> None:
     _dispatch(state, executor, 0, log)
 
 
-def _generation(state: RunState, executor: Executor, proposer: Proposer, generation: int, log) -> bool:
+def _generation(state: RunState, executor: Executor, proposer: Proposer, generation: int, log: Console) -> bool:
     """Fill the generation's missing slots, evaluate what is pending, feed back. False: the proposer ran dry."""
     archive, run = state.archive, state.run_id
     taken = {a.slot for a in archive.attempts(run) if a.generation == generation}
@@ -357,7 +370,7 @@ def _stage_threshold(state: RunState) -> float | None:
     return max(a.fitness for a in full) - search.promote_margin
 
 
-def _dispatch(state: RunState, executor: Executor, generation: int, log) -> None:
+def _dispatch(state: RunState, executor: Executor, generation: int, log: Console) -> None:
     pending = [a for a in state.archive.attempts(state.run_id, "proposed") if a.generation == generation]
     if not pending:
         return
@@ -379,10 +392,13 @@ def _dispatch(state: RunState, executor: Executor, generation: int, log) -> None
             stage_threshold=threshold,
         )
         futures[_submit(executor, job, state.root / "work" / state.run_id / f"attempt-{a.id}")] = a
-    for future in as_completed(futures):
-        attempt = futures[future]
-        record(state, attempt, future.result())
-        _log_attempt(state, state.archive.attempt(attempt.id), log)
+    label = "seed losses" if seed_stage else f"gen {generation}/{state.config.search.generations}"
+    with log.step(label, len(futures), "jobs") as progress:
+        for future in as_completed(futures):
+            attempt = futures[future]
+            record(state, attempt, future.result())
+            _log_attempt(state, state.archive.attempt(attempt.id), log)
+            progress.advance(note=attempt.name)
 
 
 def _log_attempt(state: RunState, a: Attempt, log) -> None:
@@ -393,26 +409,29 @@ def _log_attempt(state: RunState, a: Attempt, log) -> None:
     log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{why}{best_text}")
 
 
-def _reevaluate(state: RunState, executor: Executor, log) -> None:
+def _reevaluate(state: RunState, executor: Executor, log: Console) -> None:
     """The top candidates with more seeds (their first seeds are reused), before the run reports them."""
     done = {r["attempt_id"] for r in state.archive.reevaluations(state.run_id)}
     top = [a for a in state.archive.best(state.run_id, state.config.search.reevaluate_top) if a.id not in done]
     extra = [s for s in state.reevaluate_seeds if s not in state.seeds]
     if not top or not extra:
         return
-    _ensure_references(state, executor, extra)
+    _ensure_references(state, executor, extra, log)
     futures = {}
     for a in top:
         new_seeds = [s for s in state.reevaluate_seeds if s not in (a.seeds or [])]
         job = _job(state, new_seeds, name=a.name, code=a.code)
         futures[_submit(executor, job, state.root / "work" / state.run_id / f"reeval-{a.id}")] = a
-    for future in as_completed(futures):
-        a, result = futures[future], future.result()
-        if result.get("status") != "evaluated":
-            log(f"re-evaluation of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
-            continue
-        new_rows = finish_rows(state, result["per_seed"], f"the re-evaluation of {a.name}")
-        rows = a.metrics.get("per_seed", []) + new_rows
-        fitness = run_fitness(state, rows)
-        state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], fitness.mean, fitness.se, {"per_seed": rows})
-        log(f"re-evaluated {a.name} over {len(rows)} seeds: {format_estimate(fitness)}")
+    with log.step("re-evaluation", len(futures), "candidates") as progress:
+        for future in as_completed(futures):
+            a, result = futures[future], future.result()
+            progress.advance(note=a.name)
+            if result.get("status") != "evaluated":
+                log(f"re-evaluation of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
+                continue
+            new_rows = finish_rows(state, result["per_seed"], f"the re-evaluation of {a.name}")
+            rows = a.metrics.get("per_seed", []) + new_rows
+            fitness = run_fitness(state, rows)
+            seeds = [r["seed"] for r in rows]
+            state.archive.add_reevaluation(a.id, seeds, fitness.mean, fitness.se, {"per_seed": rows})
+            log(f"re-evaluated {a.name} over {len(rows)} seeds: {format_estimate(fitness)}")

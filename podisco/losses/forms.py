@@ -31,9 +31,7 @@ def as_preference_loss(fn: Callable) -> Callable:
     params = list(inspect.signature(fn).parameters)
     if params and params[0] == "self":
         if len(params) != 5:
-            raise LossFormError(
-                f"the method must take (self, {_PREFERENCE_ARGS}); it takes ({', '.join(params)})"
-            )
+            raise LossFormError(f"the method must take (self, {_PREFERENCE_ARGS}); it takes ({', '.join(params)})")
 
         def method_form(pc, pr, rc, rr, *, beta: float, **extra):
             return fn(SimpleNamespace(beta=beta), pc, pr, rc, rr)

@@ -12,7 +12,7 @@ from podisco.reporting.figures import save_figure
 
 
 def plot_frontier(summary: dict[str, dict], out: str | Path, title: str = "IMDb: reward vs KL") -> Path:
-    """``summary`` as returned by ``sweep_summary.summarise_frontier``: {loss: {"points": {beta: (reward, kl)}, ...}}."""
+    """``summary`` from ``sweep_summary.summarise_frontier``: {loss: {"points": {beta: (reward, kl)}, ...}}."""
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
     colours = matplotlib.colormaps["tab10"]

@@ -43,5 +43,3 @@ CLASSIFICATION_SEEDS: dict[str, str] = {
     "    one_hot = F.one_hot(targets, logits.shape[-1]).float()\n"
     "    return ((torch.softmax(logits, -1) - one_hot) ** 2).sum(-1)\n",
 }
-
-

@@ -215,7 +215,17 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
     """A ``cls`` instance from defaults, then a YAML file, then ``key=value`` overrides."""
     config = cls()
     if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from error
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or "cannot be parsed"
+            raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from error
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the YAML file must hold a mapping")
         apply(config, data)

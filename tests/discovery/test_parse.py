@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from podisco.discovery.proposers.parse import Proposal, ProposalError, extract_json_object, parse_proposal, sanitize_name
+from podisco.discovery.proposers.parse import (
+    Proposal,
+    ProposalError,
+    extract_json_object,
+    parse_proposal,
+    sanitize_name,
+)
 
 DPO_LIKE = '''import torch
 import torch.nn.functional as F

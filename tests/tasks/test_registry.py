@@ -34,7 +34,7 @@ def test_a_misspelt_task_gets_close_names():
 
 def test_options_are_type_checked_and_unknown_ones_named():
     assert get_task("imdb", {"preset": "tiny", "steps": "20"}).steps == 20
-    with pytest.raises(TaskError, match="task.options.steps: expected an integer"):
+    with pytest.raises(TaskError, match=r"task\.options\.steps: expected an integer"):
         get_task("imdb", {"steps": "many"})
     with pytest.raises(TaskError, match=r"task.options.data_dir: unknown key \(known: batch_size, cache_dir"):
         get_task("imdb", {"data_dir": "/x"})
@@ -62,7 +62,7 @@ def test_a_users_file_is_loaded_and_rebuilt_from_its_spec(tmp_path):
 
 
 def test_a_users_file_that_lacks_the_class_or_the_protocol_is_refused(tmp_path):
-    with pytest.raises(TaskError, match="defines no 'Nope' .*ToyBanditTask"):
+    with pytest.raises(TaskError, match=r"defines no 'Nope' .*ToyBanditTask"):
         get_task(f"{EXAMPLE}:Nope")
     broken = tmp_path / "half.py"
     broken.write_text("class Half:\n    name = 'half'\n")

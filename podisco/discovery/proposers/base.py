@@ -43,7 +43,6 @@ class ReplayExhausted(Exception):
     """A replay file has no more records."""
 
 
-
 class Proposer(Protocol):
     kind: str  # "llm", "evolve", "replay" (stored with every attempt)
 

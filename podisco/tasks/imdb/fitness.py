@@ -7,13 +7,13 @@ of a (beta, seed) is trained once however many candidates follow. The noise both
 paired difference: ``paired_fitness`` reports the mean per-seed difference, its standard error and
 mean +- 1.96 standard errors, for the reward and for the KL-penalised reward.
 
-KL-aware score: ``kl_penalised(reward, kl) = reward - lam * kl``, the RLHF objective itself, with lam in
-p(positive) per nat of per-token KL(ref || policy). The default lam = 0.1 sits below the reward bought per nat
-by DPO at beta 0.05 on the default preset at the default lr of 2.5e-4 (README "IMDb task": +0.067 reward over
-the SFT model for 0.27 nats, 0.25/nat), so a loss that leaves the SFT model unchanged (reward 0.376 at KL 0)
-scores below DPO (0.443 - 0.1 * 0.27 = 0.416 vs 0.376); with lam = 1 doing nothing would win. The frontier
-score of a loss over a beta grid is its best KL-penalised reward: high reward only counts if it was bought
-cheaply in KL.
+KL-aware score (``tasks/sweep_summary.py``): ``kl_penalised(reward, kl) = reward - lam * kl``, the RLHF
+objective itself, with lam in p(positive) per nat of per-token KL(ref || policy). The default lam = 0.1 sits
+below the reward bought per nat by DPO at beta 0.05 on the default preset at the default lr of 2.5e-4 (README
+"IMDb task": +0.067 reward over the SFT model for 0.27 nats, 0.25/nat), so a loss that leaves the SFT model
+unchanged (reward 0.376 at KL 0) scores below DPO (0.443 - 0.1 * 0.27 = 0.416 vs 0.376); with lam = 1 doing
+nothing would win. The frontier score of a loss over a beta grid is its best KL-penalised reward: high reward
+only counts if it was bought cheaply in KL.
 """
 
 from __future__ import annotations
