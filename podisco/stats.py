@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-Z95 = 1.959963984540054  # the two-sided 95% normal quantile
+Z95 = 1.96  # the two-sided 95% normal quantile, rounded as the paper and every podisco table round it
 
 
 @dataclass(frozen=True)

@@ -44,15 +44,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
     model, tokenizer = _model(args.model, args.engine)
     result = evaluate_chat(model, tokenizer, questions, judge, args.max_new_tokens)
     turns = ", ".join(f"turn {t}: {v:.2f}" for t, v in result.per_turn.items())
-    print(f"chat score {result.score:.3f} (95% CI {result.ci95[0]:.3f}..{result.ci95[1]:.3f}; {result.graded} "
-          f"graded turns; {turns})")  # fmt: skip
+    ci = f"95% CI {result.ci95[0]:.3f}..{result.ci95[1]:.3f}; " if result.ci95 else ""
+    print(f"chat score {result.score:.3f} ({ci}{result.graded} graded turns; {turns})")
     _report(judge)
     return 0
 
 
 def _print_rate(rate) -> None:
-    print(f"vs {rate.against}: win rate {rate.win_rate:.3f} +- {rate.stderr:.3f}, length-controlled "
-          f"{rate.length_controlled:.3f} +- {rate.lc_stderr:.3f} ({rate.judged} judged)")  # fmt: skip
+    from podisco.stats import Estimate, format_estimate
+
+    raw = format_estimate(Estimate(rate.win_rate, rate.stderr, rate.judged), 3, signed=False)
+    lc = format_estimate(Estimate(rate.length_controlled, rate.lc_stderr, rate.judged), 3, signed=False)
+    print(f"vs {rate.against}: win rate {raw}, length-controlled {lc}")
 
 
 def cmd_alpaca(args: argparse.Namespace) -> int:

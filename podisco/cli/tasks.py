@@ -66,6 +66,7 @@ def cmd_task_prepare(args: argparse.Namespace) -> int:
 
 def cmd_task_imdb(args: argparse.Namespace) -> int:
     from podisco.losses import get_spec
+    from podisco.stats import Estimate, format_estimate
     from podisco.tasks.imdb.evaluate import ImdbTrainSettings, train_and_evaluate
     from podisco.tasks.imdb.fitness import paired_fitness
     from podisco.tasks.imdb.prepare import prepare
@@ -79,12 +80,13 @@ def cmd_task_imdb(args: argparse.Namespace) -> int:
     settings.lr = args.lr or settings.lr
     if args.against:
         paired = paired_fitness(task, args.loss, args.beta, args.out, args.against, args.seeds, settings)
+        n = len(args.seeds)
+        reward = format_estimate(Estimate(paired.difference, paired.stderr, n))
+        penalised = format_estimate(Estimate(paired.penalised_difference, paired.penalised_stderr, n))
         print(
-            f"{args.loss} - {args.against} at beta={args.beta:g} over {len(args.seeds)} paired seeds:\n"
-            f"  reward       {paired.difference:+.4f} +- {paired.stderr:.4f} (SE)  "
-            f"[{paired.candidate_reward:.4f} vs {paired.reference_reward:.4f}]\n"
-            f"  reward - {DEFAULT_KL_PENALTY:g} KL  {paired.penalised_difference:+.4f}"
-            f" +- {paired.penalised_stderr:.4f} (SE)  "
+            f"{args.loss} - {args.against} at beta={args.beta:g} over {n} paired seeds:\n"
+            f"  reward       {reward}  [{paired.candidate_reward:.4f} vs {paired.reference_reward:.4f}]\n"
+            f"  reward - {DEFAULT_KL_PENALTY:g} KL  {penalised}  "
             f"[KL {paired.candidate_kl:.4f} vs {paired.reference_kl:.4f}]"
         )
         return 0
@@ -113,10 +115,17 @@ def _sweep_losses(text: str) -> tuple[list[str], dict]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    if args.task != "imdb":
-        spec = judged.judged_task(args)  # a missing --train-config is refused before any loss is loaded
-        losses, loss_fns = _sweep_losses(args.losses)
-        return judged.cmd_sweep_judged(args, spec, losses, loss_fns, list(args.betas))
+    """``podisco sweep``: each task family sweeps its own way (IMDb: reward vs KL; judged: scores)."""
+    return _SWEEPS[args.task](args)
+
+
+def _sweep_judged(args: argparse.Namespace) -> int:
+    spec = judged.judged_task(args)  # a missing --train-config is refused before any loss is loaded
+    losses, loss_fns = _sweep_losses(args.losses)
+    return judged.cmd_sweep_judged(args, spec, losses, loss_fns, list(args.betas))
+
+
+def _sweep_imdb(args: argparse.Namespace) -> int:
     from podisco.reporting.frontier_plot import plot_frontier
     from podisco.tasks.imdb.evaluate import ImdbTrainSettings
     from podisco.tasks.imdb.fitness import sweep
@@ -142,6 +151,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(table(rows, ("loss", f"frontier (reward - {DEFAULT_KL_PENALTY:g} KL)", "reward/KL per beta")))
     print(f"wrote {Path(args.out) / 'sweep.csv'} and {figure}")
     return 0
+
+
+_SWEEPS = {"imdb": _sweep_imdb, **dict.fromkeys(judged.TASKS, _sweep_judged)}
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -183,7 +195,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     judged.add_commands(task_sub)
 
     p = commands.add_parser("sweep", help="train every (loss, beta, seed) on a task; CSV and reward-vs-KL frontier")
-    p.add_argument("--task", default="imdb", choices=["imdb", *judged.TASKS])
+    p.add_argument("--task", default="imdb", choices=list(_SWEEPS))
     p.add_argument("--preset", default="default", choices=PRESETS)
     p.add_argument("--losses", default="sigmoid,hinge,discopop", help="registered names or exported FILE.py:NAME")
     p.add_argument("--betas", type=positive_floats, default="0.025,0.05,0.1,0.25")

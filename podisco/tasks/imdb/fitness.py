@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from podisco.cache import atomic_output, write_csv
 from podisco.losses.registry import LossFn
+from podisco.stats import paired_difference
 from podisco.tasks.imdb.evaluate import ImdbResult, ImdbTrainSettings, train_and_evaluate
 from podisco.tasks.imdb.prepare import PreparedTask, preset_key
 from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY, kl_penalised
@@ -70,21 +70,16 @@ class PairedFitness:
     reference: str
     beta: float
     difference: float  # mean over seeds of candidate reward - reference reward
-    stderr: float
-    ci95: tuple[float, float]
+    stderr: float | None  # None for a single seed (podisco.stats)
+    ci95: tuple[float, float] | None
     candidate_reward: float
     reference_reward: float
     candidate_kl: float
     reference_kl: float
     # The same for the KL-penalised reward (reward - lam * KL), the default discovery fitness.
     penalised_difference: float
-    penalised_stderr: float
+    penalised_stderr: float | None
     seeds: tuple[int, ...]
-
-
-def _mean_and_stderr(values: list[float]) -> tuple[float, float]:
-    d = np.array(values)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
 def paired_fitness(
@@ -104,23 +99,23 @@ def paired_fitness(
         for name, runs in ((loss, cand), (reference, ref)):
             settings = ImdbTrainSettings(**{**asdict(base), "loss": name, "beta": beta, "seed": seed})
             runs.append(run_cached(task, settings, runs_dir, (seed,)))
-    mean, stderr = _mean_and_stderr([c.reward - r.reward for c, r in zip(cand, ref, strict=True)])
-    penalised, penalised_stderr = _mean_and_stderr(
-        [kl_penalised(c.reward, c.kl, lam) - kl_penalised(r.reward, r.kl, lam) for c, r in zip(cand, ref, strict=True)]
+    reward = paired_difference([c.reward for c in cand], [r.reward for r in ref])
+    penalised = paired_difference(
+        [kl_penalised(c.reward, c.kl, lam) for c in cand], [kl_penalised(r.reward, r.kl, lam) for r in ref]
     )
     return PairedFitness(
         loss,
         reference,
         beta,
-        mean,
-        stderr,
-        (mean - 1.96 * stderr, mean + 1.96 * stderr),
+        reward.mean,
+        reward.se,
+        reward.ci95,
         float(np.mean([c.reward for c in cand])),
         float(np.mean([r.reward for r in ref])),
         float(np.mean([c.kl for c in cand])),
         float(np.mean([r.kl for r in ref])),
-        penalised,
-        penalised_stderr,
+        penalised.mean,
+        penalised.se,
         tuple(seeds),
     )
 

@@ -8,11 +8,11 @@ of the same shape (``question_id``, ``category``, ``turns`` or ``prompt``: a lis
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from podisco.data import load_rows
 from podisco.errors import PodiscoError
+from podisco.stats import Estimate, estimate
 from podisco.tasks.judged.generation import chat_prompt, generate
 from podisco.tasks.judged.judge import Judge
 
@@ -57,15 +57,15 @@ class ChatQuestion:
 @dataclass
 class ChatResult:
     score: float  # mean rating over graded turns
-    stderr: float  # of the mean rating
+    stderr: float | None  # of the mean rating (podisco.stats: None for a single rating)
     graded: int
     malformed: int
     per_turn: dict[int, float] = field(default_factory=dict)
     answers: list[list[str]] = field(default_factory=list)
 
     @property
-    def ci95(self) -> tuple[float, float]:
-        return self.score - 1.96 * self.stderr, self.score + 1.96 * self.stderr
+    def ci95(self) -> tuple[float, float] | None:
+        return Estimate(self.score, self.stderr, self.graded).ci95
 
 
 def load_questions(source: str = HUB_QUESTIONS, limit: int = 0) -> list[ChatQuestion]:
@@ -115,11 +115,10 @@ def grade(judge: Judge, questions: list[ChatQuestion], answers: list[list[str]])
     values = [r for rs in ratings.values() for r in rs]
     if not values:
         raise PodiscoError("the judge gave no usable rating (every reply was malformed or missing)")
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
+    rating = estimate(values)
     return ChatResult(
-        mean,
-        sd / math.sqrt(len(values)),
+        rating.mean,
+        rating.se,
         len(values),
         judge.stats.malformed,
         {t: sum(rs) / len(rs) for t, rs in sorted(ratings.items())},

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from podisco.errors import PodiscoError
+from podisco.stats import estimate
 from podisco.tasks.judged.judge import Judge
 
 JUDGE_SYSTEM = "You are a careful, impartial judge comparing two AI assistants' responses."
@@ -55,12 +56,14 @@ def judge_pairs(
     return preferences
 
 
-def win_rate(preferences: Sequence[float | None]) -> tuple[float, float]:
-    """Mean preference (ties count half) and its standard error, over the well-formed verdicts."""
-    values = np.array([p for p in preferences if p is not None], dtype=float)
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+def win_rate(preferences: Sequence[float | None]) -> tuple[float, float | None]:
+    """Mean preference (ties count half) and its standard error (podisco.stats: None for one verdict), over the
+    well-formed verdicts; NaN when there is none."""
+    values = [float(p) for p in preferences if p is not None]
+    if not values:
+        return float("nan"), None
+    result = estimate(values)
+    return result.mean, result.se
 
 
 def _fit_intercept(y: np.ndarray, x: np.ndarray, iterations: int = 50) -> float:
@@ -102,7 +105,7 @@ def length_controlled_win_rate(
 class WinRate:
     against: str
     win_rate: float
-    stderr: float
+    stderr: float | None  # None for a single verdict (podisco.stats)
     length_controlled: float
     lc_stderr: float
     judged: int
