@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 # The default discovery run: evolve (no LLM needed) on the built-in IMDb task, a small budget.
 run: $(STAMP)
-	$(VENV)/bin/podisco discover --generations $(GENERATIONS) --population $(POPULATION) --reevaluate-seeds 0,1,2,3,4
+	$(VENV)/bin/podisco discover --generations $(GENERATIONS) --population $(POPULATION)
 
 losses: $(STAMP)
 	$(VENV)/bin/podisco losses analyze --beta $(BETA) --out $(OUT)

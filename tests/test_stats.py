@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from podisco.stats import Estimate, estimate, format_estimate, paired_difference
+from podisco.stats import Estimate, estimate, format_estimate, holm, one_sided_p, paired_difference
 
 
 def test_mean_standard_error_and_interval_by_hand():
@@ -29,3 +29,17 @@ def test_paired_difference_is_the_estimate_of_the_per_pair_differences():
     assert format_estimate(paired_difference(a, b)) == "+0.0433 ± 0.0120 (SE, n=3)"
     with pytest.raises(ValueError, match="equal lengths"):
         paired_difference(a, b[:2])
+
+
+def test_holm_adjusts_in_input_order():
+    # sorted: 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def test_one_sided_p_by_hand():
+    # mean 0.01, SE 0.004, n = 10: t = 2.5 on 9 degrees of freedom, P(T >= 2.5) = 0.0169 (t tables)
+    assert one_sided_p(Estimate(0.01, 0.004, 10)) == pytest.approx(0.01692, abs=2e-5)
+    assert one_sided_p(Estimate(-0.01, 0.004, 10)) == pytest.approx(1 - 0.01692, abs=2e-5)
+    assert one_sided_p(Estimate(0.01, None, 1)) == 1.0

@@ -49,7 +49,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     run = require_run(archive, args.run)
     attempts = archive.attempts(args.run)
     counts = {s: sum(1 for a in attempts if a.status == s) for s in ("evaluated", "duplicate", "invalid", "failed")}
+    from podisco.discovery.confirm import verdict_lines
+
     print(f"run {args.run}: {run['task']} v{run['task_version']}, isolation {run['isolation']}")
+    for line in verdict_lines(run.get("verdict")):  # what held up on held-out seeds comes first
+        print(line)
     print("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     rows = []
     for a in sorted(attempts, key=lambda a: -(a.fitness if a.fitness is not None else float("-inf"))):
@@ -61,7 +65,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     print(table(rows, ("id", "gen", "name", "status", "fitness", "note")))
     for r in archive.reevaluations(args.run):
         spread = f"{r['fitness_stderr'] or 0:.4f}"
-        print(f"re-evaluated {r['name']}: {r['fitness']:+.4f} +- {spread} over {len(r['seeds'])} seeds")
+        what = "held out" if r["metrics"].get("heldout") else "re-evaluated"
+        print(f"{what}: {r['name']}: {r['fitness']:+.4f} +- {spread} over {len(r['seeds'])} seeds")
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from podisco.discovery.archive import Archive
+from podisco.discovery.baseline import Baseline
 from podisco.tasks.base import Task, TaskSpec
 from podisco.training.config import ConfigError, apply
 
@@ -40,8 +41,9 @@ class SearchSection:
     seeds: tuple[int, ...] = ()  # seeds of a full evaluation; empty: the task's default
     stage1_seeds: int = 1  # first stage: this many seeds; promoted if within promote_margin of the best
     promote_margin: float = 0.02
-    reevaluate_top: int = 3
-    reevaluate_seeds: tuple[int, ...] = ()  # empty: the task's default
+    reevaluate_top: int = 3  # the top k of the search, confirmed on held-out seeds against tuned DPO
+    reevaluate_seeds: tuple[int, ...] = ()  # held-out seeds (search seeds are dropped); empty: the task's
+    baseline_betas: tuple[float, ...] = ()  # β grid DPO is tuned over (the run's β is always in); empty: task's
     duplicate_distance: float = 0.05
 
 
@@ -96,8 +98,11 @@ class RunState:
     task: Task
     spec: TaskSpec
     seeds: tuple[int, ...]  # of a full evaluation (the config's, else the task's default)
-    reevaluate_seeds: tuple[int, ...]
-    references: dict[str, dict] = field(default_factory=dict)  # seed -> the reference loss's row
+    reevaluate_seeds: tuple[int, ...]  # held-out seeds of the confirmation
+    baseline_grid: tuple[float, ...] = ()  # β values the reference loss is trained at
+    reference_rows: dict[float, dict[str, dict]] = field(default_factory=dict)  # β -> seed -> reference row
+    references: dict[str, dict] = field(default_factory=dict)  # seed -> tuned DPO's row: what fitness pairs with
+    baseline: Baseline | None = None
 
 
 def config_from_dict(values: dict) -> DiscoveryConfig:

@@ -20,10 +20,12 @@ from pathlib import Path
 
 from podisco.cache import atomic_output
 from podisco.discovery.archive import Archive, Attempt, code_hash
+from podisco.discovery.baseline import tune
 from podisco.discovery.boundary.gate import GateError, check_code
 from podisco.discovery.boundary.job import Job
 from podisco.discovery.boundary.sandbox import Limits, detect_isolation, require_isolation
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
+from podisco.discovery.confirm import confirm, headline, verdict_lines
 from podisco.discovery.executors import (
     ExecutionSettings,
     Executor,
@@ -34,10 +36,10 @@ from podisco.discovery.executors import (
 )
 from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
-from podisco.discovery.results import finish_rows, record, run_fitness
+from podisco.discovery.results import finish_rows, record
 from podisco.errors import PodiscoError
 from podisco.progress import Console
-from podisco.stats import format_estimate
+from podisco.stats import estimate, format_estimate
 from podisco.tasks.base import get_task, source_paths, task_options
 from podisco.training.config import save_yaml
 
@@ -114,6 +116,7 @@ def run_discovery(
         spec,
         search.seeds or task.default_seeds,
         search.reevaluate_seeds or task.default_reevaluate_seeds,
+        _baseline_grid(task, search),
     )
     limits = task.limits()
     gpus = limits.gpus
@@ -135,19 +138,35 @@ def run_discovery(
         else LocalExecutor(workers, settings)
     )
     try:
-        _ensure_references(state, executor, state.seeds, log)
+        _tune_baseline(state, executor, log)
         _generation_zero(state, executor, log)
         for generation in range(1, search.generations + 1):
             if not _generation(state, executor, proposer, generation, log):
                 break
-        _reevaluate(state, executor, log)
+        _confirm(state, executor, log)
         archive.finish_run(run_id)
     finally:
         executor.shutdown()
-    best = archive.best(run_id, 3)
-    for a in best:
-        log(f"best: {a.name} fitness {a.fitness:+.4f} (attempt {a.id}, generation {a.generation})")
+    _log_outcome(state, log)
     return run_id
+
+
+def _log_outcome(state: RunState, log: Console) -> None:
+    """The final lines: the held-out verdict first, then the ranking (held-out numbers wherever they exist)."""
+    for line in verdict_lines((state.archive.run(state.run_id) or {}).get("verdict")):
+        log(line)
+    for a in state.archive.best(state.run_id, 3):
+        log(f"best in the search: {a.name} fitness {a.fitness:+.4f} (attempt {a.id}, generation {a.generation})")
+
+
+def _baseline_grid(task, search) -> tuple[float, ...]:
+    """The β grid DPO is tuned over: the config's, else the task's default multiples of the run's β (the
+    judged tasks default to the run's β alone: one 7B training per β and seed is the user's call)."""
+    if search.baseline_betas:
+        grid = set(search.baseline_betas) | {search.beta}
+    else:
+        grid = {search.beta * m for m in getattr(task, "baseline_multiples", (1.0,))}
+    return tuple(sorted(round(b, 12) for b in grid))
 
 
 def _resumed_config(archive: Archive, run_id: str | None, given: DiscoveryConfig) -> DiscoveryConfig:
@@ -189,11 +208,11 @@ def _job_env(threads: int, gpus: bool = False) -> dict[str, str]:
     return env
 
 
-def _job(state: RunState, seeds, **fields) -> Job:
+def _job(state: RunState, seeds, beta: float | None = None, **fields) -> Job:
     execution, search = state.config.execution, state.config.search
     return Job(
         task=state.spec,
-        beta=search.beta,
+        beta=search.beta if beta is None else beta,
         seeds=tuple(seeds),
         threads=execution.threads,
         duplicate_distance=search.duplicate_distance,
@@ -212,52 +231,73 @@ def _submit(executor: Executor, job: Job, workdir: Path) -> Future:
     return done
 
 
-# reference runs (the task's reference loss with the same seeds, for the paired tasks), cached across runs
-def _reference_key(state: RunState) -> str:
-    what = {"task": state.spec.to_json(), "beta": state.config.search.beta, "loss": state.task.reference_loss}
+# reference runs: the task's reference loss (DPO) on the same seeds, at every β of the baseline grid (paired
+# tasks only); cached across runs of the same task spec (references/), so a grid is trained once
+def _reference_key(state: RunState, beta: float) -> str:
+    what = {"task": state.spec.to_json(), "beta": beta, "loss": state.task.reference_loss}
     return code_hash(json.dumps(what, sort_keys=True))
 
 
-def _reference_path(state: RunState, seed: int) -> Path:
-    return state.root / "references" / f"{_reference_key(state)}-seed{seed}.json"
+def _reference_path(state: RunState, beta: float, seed: int) -> Path:
+    return state.root / "references" / f"{_reference_key(state, beta)}-seed{seed}.json"
 
 
-def _ensure_references(state: RunState, executor: Executor, seeds, log: Console) -> None:
+def _ensure_references(state: RunState, executor: Executor, seeds, betas, log: Console) -> None:
+    """``state.reference_rows[β][seed]`` for every β and seed, trained where no earlier run left them."""
     if not state.task.paired:
         return
     missing = []
-    for seed in seeds:
-        path = _reference_path(state, seed)
-        if path.exists():
-            state.references[str(seed)] = json.loads(path.read_text())
-        else:
-            missing.append(seed)
+    for beta in betas:
+        for seed in seeds:
+            path = _reference_path(state, beta, seed)
+            if path.exists():
+                state.reference_rows.setdefault(beta, {})[str(seed)] = json.loads(path.read_text())
+            else:
+                missing.append((beta, seed))
     loss = state.task.reference_loss
 
-    def submit(seed: int):
-        workdir = state.root / "work" / f"reference-{_reference_key(state)}-{seed}"
-        return _submit(executor, _job(state, [seed], name=loss, loss=loss), workdir)
+    def submit(beta: float, seed: int):
+        workdir = state.root / "work" / f"reference-{_reference_key(state, beta)}-{seed}"
+        return _submit(executor, _job(state, [seed], beta=beta, name=loss, loss=loss), workdir)
 
     # A reference run is trusted code: when it fails, the machine did (a killed worker, a full disk), so it is
     # tried again before the run gives up; a candidate's failure is the candidate's and is recorded instead.
-    jobs = {submit(seed): (seed, 1) for seed in missing}
-    with log.step(f"reference runs ({loss})", len(missing), "seeds") as progress:
+    jobs = {submit(beta, seed): (beta, seed, 1) for beta, seed in missing}
+    with log.step(f"reference runs ({loss})", len(missing), "runs") as progress:
         while jobs:
             future = next(as_completed(jobs))
-            (seed, attempt), result = jobs.pop(future), future.result()
+            (beta, seed, attempt), result = jobs.pop(future), future.result()
+            what = f"the reference run ({loss}, β={beta:g})"
             if result.get("status") != "evaluated":
                 if attempt < REFERENCE_ATTEMPTS:
-                    jobs[submit(seed)] = (seed, attempt + 1)
+                    jobs[submit(beta, seed)] = (beta, seed, attempt + 1)
                     continue
-                error = result.get("error")
-                raise PodiscoError(f"the reference run ({loss}, seed {seed}) failed {attempt} times: {error}")
-            row = finish_rows(state, result["per_seed"][:1], f"the reference run ({loss})")[0]
-            path = _reference_path(state, seed)
+                raise PodiscoError(f"{what}, seed {seed}, failed {attempt} times: {result.get('error')}")
+            row = finish_rows(state, result["per_seed"][:1], what)[0]
+            path = _reference_path(state, beta, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
                 tmp.write_text(json.dumps(row))
-            state.references[str(seed)] = row
-            progress.advance(note=f"seed {seed}")
+            state.reference_rows.setdefault(beta, {})[str(seed)] = row
+            progress.advance(note=f"β={beta:g} seed {seed}")
+
+
+def _tune_baseline(state: RunState, executor: Executor, log: Console) -> None:
+    """Train the reference loss over the β grid on the search seeds; tuned DPO becomes what candidates are
+    paired against (``state.references``), and the archive and the proposer are told which β won."""
+    if not state.task.paired:
+        return
+    grid = state.baseline_grid
+    _ensure_references(state, executor, state.seeds, grid, log)
+    state.baseline = tune(state.task, {b: state.reference_rows[b] for b in grid}, state.config.search.beta, state.seeds)
+    state.references = state.reference_rows[state.baseline.beta]
+    _update_verdict(state, baseline=state.baseline.to_json())
+    log(f"baseline: {state.baseline.describe()}")
+
+
+def _update_verdict(state: RunState, **parts) -> None:
+    stored = (state.archive.run(state.run_id) or {}).get("verdict") or {}
+    state.archive.set_verdict(state.run_id, {**stored, **parts})
 
 
 # generations
@@ -279,7 +319,7 @@ def _generation(state: RunState, executor: Executor, proposer: Proposer, generat
     for slot in range(population):
         if slot in taken:
             continue
-        context = Context(run, state.task, generation, slot, population, archive)
+        context = Context(run, state.task, generation, slot, population, archive, _baseline_text(state))
         try:
             proposal = proposer.propose(context)
         except ReplayExhausted as error:
@@ -291,8 +331,12 @@ def _generation(state: RunState, executor: Executor, proposer: Proposer, generat
             _log_attempt(state, attempt, log)
     _dispatch(state, executor, generation, log)
     attempts = [a for a in archive.attempts(run) if a.generation == generation]
-    proposer.feedback(Context(run, state.task, generation, 0, population, archive), attempts)
+    proposer.feedback(Context(run, state.task, generation, 0, population, archive, _baseline_text(state)), attempts)
     return not exhausted
+
+
+def _baseline_text(state: RunState) -> str:
+    return state.baseline.describe() if state.baseline else ""
 
 
 def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Proposal) -> int:
@@ -388,6 +432,7 @@ def _dispatch(state: RunState, executor: Executor, generation: int, log: Console
             registry_measured=tuple(_registry_measured(state)),
             dedup=not seed_stage,
             reference=state.references,
+            baseline_grid=state.baseline_grid if state.baseline else (),
             stage1_seeds=state.config.search.stage1_seeds,
             stage_threshold=threshold,
         )
@@ -406,32 +451,52 @@ def _log_attempt(state: RunState, a: Attempt, log) -> None:
     best_text = f" | best {best[0].fitness:+.4f} ({best[0].name})" if best else ""
     score = f" fitness {a.fitness:+.4f}" if a.fitness is not None else ""
     why = f": {(a.error or '').splitlines()[0][:120]}" if a.status in ("invalid", "failed", "duplicate") else ""
-    log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{why}{best_text}")
+    label = f" [{a.rescaling}]" if a.rescaling and a.status != "duplicate" else ""
+    log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{label}{why}{best_text}")
 
 
-def _reevaluate(state: RunState, executor: Executor, log: Console) -> None:
-    """The top candidates with more seeds (their first seeds are reused), before the run reports them."""
-    done = {r["attempt_id"] for r in state.archive.reevaluations(state.run_id)}
-    top = [a for a in state.archive.best(state.run_id, state.config.search.reevaluate_top) if a.id not in done]
-    extra = [s for s in state.reevaluate_seeds if s not in state.seeds]
-    if not top or not extra:
+def _confirm(state: RunState, executor: Executor, log: Console) -> None:
+    """The top candidates of the search, re-run on held-out seeds (disjoint from every search seed) against
+    tuned DPO on the same seeds; Holm-corrected one-sided tests decide "better" or "not distinguishable"
+    (confirm.py). A resumed run re-runs only what is missing and corrects over all of them."""
+    search = state.config.search
+    heldout = [s for s in state.reevaluate_seeds if s not in state.seeds]
+    if search.reevaluate_top <= 0 or not heldout:
         return
-    _ensure_references(state, executor, extra, log)
+    if len(heldout) < len(state.reevaluate_seeds):
+        log(f"held-out seeds exclude the search seeds: confirming on {','.join(map(str, heldout))}")
+    done = {r["attempt_id"]: r for r in state.archive.reevaluations(state.run_id)}
+    top = state.archive.best(state.run_id, search.reevaluate_top)
+    baseline_beta = state.baseline.beta if state.baseline else search.beta
+    _ensure_references(state, executor, heldout, [baseline_beta], log)
+    references = state.reference_rows.get(baseline_beta, {})
     futures = {}
     for a in top:
-        new_seeds = [s for s in state.reevaluate_seeds if s not in (a.seeds or [])]
-        job = _job(state, new_seeds, name=a.name, code=a.code)
-        futures[_submit(executor, job, state.root / "work" / state.run_id / f"reeval-{a.id}")] = a
-    with log.step("re-evaluation", len(futures), "candidates") as progress:
+        if a.id not in done:
+            job = _job(state, heldout, name=a.name, code=a.code)
+            futures[_submit(executor, job, state.root / "work" / state.run_id / f"heldout-{a.id}")] = a
+    with log.step("held-out confirmation", len(futures), "candidates") as progress:
         for future in as_completed(futures):
             a, result = futures[future], future.result()
             progress.advance(note=a.name)
-            if result.get("status") != "evaluated":
-                log(f"re-evaluation of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
+            if result.get("status") != "evaluated" or len(result.get("per_seed", [])) < len(heldout):
+                log(f"held-out run of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
                 continue
-            new_rows = finish_rows(state, result["per_seed"], f"the re-evaluation of {a.name}")
-            rows = a.metrics.get("per_seed", []) + new_rows
-            fitness = run_fitness(state, rows)
-            seeds = [r["seed"] for r in rows]
-            state.archive.add_reevaluation(a.id, seeds, fitness.mean, fitness.se, {"per_seed": rows})
-            log(f"re-evaluated {a.name} over {len(rows)} seeds: {format_estimate(fitness)}")
+            rows = finish_rows(state, result["per_seed"], f"the held-out run of {a.name}")
+            diffs = [state.task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows]
+            fitness = estimate(diffs)
+            metrics = {"per_seed": rows, "differences": diffs, "heldout": True, "baseline_beta": baseline_beta}
+            state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], fitness.mean, fitness.se, metrics)
+            log(f"held out: {a.name} over {len(rows)} seeds: {format_estimate(fitness)}")
+    rows = [r for r in state.archive.reevaluations(state.run_id) if r["metrics"].get("heldout")]
+    if not rows:
+        return
+    results = confirm([(r["attempt_id"], r["name"], r["seeds"], r["metrics"]["differences"]) for r in rows])
+    against = state.baseline.describe() if state.baseline else "the search's fitness"
+    if state.task.paired:
+        _update_verdict(
+            state,
+            confirmations=[c.to_json() for c in results],
+            headline=headline(results, "tuned DPO" if state.baseline and state.baseline.tuned else "DPO"),
+            against=against,
+        )

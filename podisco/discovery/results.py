@@ -36,7 +36,17 @@ def record(state: RunState, attempt: Attempt, result: dict) -> None:
         "shape": result.get("shape"),
         "timings": {**result.get("timings", {}), "sandbox": result.get("sandbox")},
     }
-    if status == "duplicate":
+    rescaling = result.get("rescaling") or {}
+    if rescaling:
+        fields["rescaling"] = rescaling["label"]
+    if status == "duplicate" and rescaling.get("on_grid"):  # the reference loss at a β the baseline trained
+        fields["duplicate_of"] = rescaling["of"]
+        fields["fitness"] = _reference_at(state, rescaling["grid_beta"])
+        fields["error"] = (
+            f"behaves like {rescaling['label']} (distance {rescaling['distance']:.3f}), a β the baseline was "
+            "tuned over: it scores what that run scored"
+        )
+    elif status == "duplicate":
         fields["duplicate_of"] = result.get("duplicate_of")
         fields["fitness"] = _fitness_of(state, result.get("duplicate_of") or "")
         fields["error"] = f"behaves like {result.get('duplicate_of')} (distance {result.get('distance', 0):.3f})"
@@ -74,6 +84,14 @@ def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:
 def _mean_last(curves: list[dict], key: str) -> float | None:
     values = [c[key][-1] for c in curves if c.get(key)]
     return round(sum(values) / len(values), 4) if values else None
+
+
+def _reference_at(state: RunState, beta: float) -> float | None:
+    """The fitness of the reference loss trained at ``beta`` (a grid β), paired with tuned DPO per seed."""
+    rows = state.reference_rows.get(beta)
+    if not rows:
+        return None
+    return estimate([state.task.seed_fitness(rows[str(s)], state.references.get(str(s))) for s in state.seeds]).mean
 
 
 def _fitness_of(state: RunState, label: str) -> float | None:

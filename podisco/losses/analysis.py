@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +92,12 @@ def curve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """f(rho) and df/drho at each rho (float64 numpy arrays)."""
     _, fn = _bind(loss, params)
+    return _curve_of(fn, beta, rho)
+
+
+def _curve_of(
+    fn: Callable[..., torch.Tensor], beta: float, rho: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     f = _pair_loss(fn, beta)
     r = torch.as_tensor(np.asarray(rho, dtype=np.float64))
     with torch.no_grad():
@@ -212,21 +218,33 @@ def _standardise(x: np.ndarray, center: bool) -> np.ndarray:
 def fingerprint(loss: LossLike, beta: float = 0.05, params: Mapping[str, float] | None = None) -> np.ndarray:
     """Four standardised blocks: f and df/drho on a fixed beta*rho grid, and on a fixed probe batch the
     per-pair losses and the gradient of their mean with respect to the two policy log-probs."""
-    values, grads = curve(loss, beta, _FINGERPRINT_U / beta, params)
     _, fn = _bind(loss, params)
-    (pc, pr, rc, rr), lc, lr = _probe_batch(beta)
+    return _standardised(_raw_blocks(fn, beta, beta))
+
+
+def _raw_blocks(fn: Callable[..., torch.Tensor], loss_beta: float, probe_beta: float) -> list[np.ndarray]:
+    """The fingerprint's four blocks before standardising: the loss called with ``beta=loss_beta`` on the
+    beta*rho grid and probe batch of ``probe_beta`` (``fingerprint`` uses one beta for both)."""
+    values, grads = _curve_of(fn, loss_beta, _FINGERPRINT_U / probe_beta)
+    (pc, pr, rc, rr), lc, lr = _probe_batch(probe_beta)
     pc, pr = pc.clone().requires_grad_(True), pr.clone().requires_grad_(True)
-    per_pair = fn(pc, pr, rc, rr, beta=beta, chosen_lengths=lc, rejected_lengths=lr)
+    per_pair = fn(pc, pr, rc, rr, beta=loss_beta, chosen_lengths=lc, rejected_lengths=lr)
     per_pair.mean().backward()
     # A loss that ignores an input (sft ignores the rejected completion) leaves its .grad as None.
     policy_grads = torch.cat([torch.zeros_like(t) if t.grad is None else t.grad for t in (pc, pr)]).numpy()
-    blocks = [
-        _standardise(values, center=True),
-        _standardise(grads, center=False),
-        _standardise(per_pair.detach().numpy(), center=True),
-        _standardise(policy_grads, center=False),
-    ]
-    return np.concatenate(blocks)
+    return [values, grads, per_pair.detach().numpy(), policy_grads]
+
+
+def _standardised(blocks: list[np.ndarray]) -> np.ndarray:
+    values, grads, per_pair, policy_grads = blocks
+    return np.concatenate(
+        [
+            _standardise(values, center=True),
+            _standardise(grads, center=False),
+            _standardise(per_pair, center=True),
+            _standardise(policy_grads, center=False),
+        ]
+    )
 
 
 def fingerprint_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -261,3 +279,226 @@ def nearest_known(
 def compare(a: LossLike, b: LossLike, beta: float = 0.05) -> float:
     """Fingerprint distance between two losses at one beta."""
     return fingerprint_distance(fingerprint(a, beta), fingerprint(b, beta))
+
+
+# --- Rescaling: a loss that is a known one at another beta ----------------------------------------------------
+# s runs over a geometric grid from 1/8 to 8 (ratio 2^(1/8) ~ 1.09 between neighbours, 1 and 2 are on it); the
+# best grid point is refined by a golden-section search in ln s between its two neighbours.
+DEFAULT_SCALES: tuple[float, ...] = tuple(float(2.0**k) for k in np.linspace(-3.0, 3.0, 49))
+_REFINE_TOL = 1e-4  # width in ln s at which the golden-section search stops
+_REFINE_TOP = 3  # rescaled_match refines this many known losses (the closest on the grid) ...
+_REFINE_MARGIN = 4.0  # ... and every other whose grid distance is under this many thresholds
+
+KnownLoss = LossLike | np.ndarray  # a loss, or its stored fingerprint at the run's beta
+
+
+@dataclass(frozen=True)
+class RescaleMatch:
+    """``loss`` at beta behaves like ``reference`` at ``beta * scale``, at this fingerprint distance.
+
+    scale > 1: the loss is steeper in rho than the reference at the same beta (DPO written as -log sigma(2 beta
+    rho) has scale 2 against DPO). ``output_scale`` is c in loss ~ c * reference (at beta and beta * scale),
+    least squares on the raw gradients; it is None where the reference was a stored fingerprint, which keeps
+    only the shape. The distance does not depend on it (see ``rescaled_distance``).
+    """
+
+    scale: float
+    distance: float
+    output_scale: float | None = None
+
+
+def rescaling_label(name: str, scale: float) -> str:
+    """'≈ sigmoid at β×2': ``name`` at the rescaled beta, the scale to 3 significant digits (β×1 within 2%)."""
+    shown = "1" if abs(scale - 1.0) <= 0.02 else f"{scale:.3g}"
+    return f"≈ {name} at β×{shown}"
+
+
+def _row(fn: Callable[..., torch.Tensor], loss_beta: float, probe_beta: float) -> np.ndarray:
+    """fingerprint of fn called with loss_beta, on probe_beta's grid and batch; all NaN where fn fails or
+    gives a non-finite number there (such a scale never matches)."""
+    try:
+        row = _standardised(_raw_blocks(fn, loss_beta, probe_beta))
+    except Exception:  # a loss (often a candidate's code) that breaks at another beta has no fingerprint there
+        row = np.full(len(_FINGERPRINT_U) * 2 + _PROBE_PAIRS * 3, np.nan)
+    return row if np.all(np.isfinite(row)) else np.full_like(row, np.nan)
+
+
+def _distances(rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """fingerprint_distance of each row to target; inf for a NaN row or target."""
+    if rows.shape[-1:] != target.shape:
+        raise ValueError(f"fingerprints of different shapes {rows.shape[-1:]} and {target.shape}")
+    d = np.sqrt(np.mean((rows - target) ** 2, axis=-1))
+    return np.where(np.isfinite(d), d, np.inf)
+
+
+def fingerprint_at_scales(
+    loss: LossLike, beta: float, scales: Sequence[float] = DEFAULT_SCALES, params: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """(len(scales), D): row i is the fingerprint of ``loss`` called with ``beta * scales[i]``, on the beta*rho
+    grid and probe batch of ``beta`` (not of beta * scales[i]: only the loss's beta changes). The row at scale 1
+    is ``fingerprint(loss, beta)``; a row where the loss fails or is not finite is NaN.
+
+    Row i is ``rescaled_distance``'s reference side at s = scales[i]. To compare a candidate with stored
+    fingerprints of known losses at ``beta``, take its rows at 1/s: candidate at beta/s ~ known at beta is the
+    same statement as candidate at beta ~ known at beta * s (``rescaled_match`` does this for stored ones).
+    """
+    _, fn = _bind(loss, params)
+    return np.stack([_row(fn, beta * float(s), beta) for s in scales])
+
+
+def _golden_min(g: Callable[[float], float], lo: float, hi: float) -> tuple[float, float]:
+    """(x, g(x)) near the minimum of g on [lo, hi], by golden-section search."""
+    inv_phi = (np.sqrt(5.0) - 1.0) / 2.0
+    c, d = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
+    gc, gd = g(c), g(d)
+    while hi - lo > _REFINE_TOL:
+        if gc <= gd:
+            hi, d, gd = d, c, gc
+            c = hi - inv_phi * (hi - lo)
+            gc = g(c)
+        else:
+            lo, c, gc = c, d, gd
+            d = lo + inv_phi * (hi - lo)
+            gd = g(d)
+    return (c, gc) if gc <= gd else (d, gd)
+
+
+def _refine(log_scales: np.ndarray, grid: np.ndarray, g: Callable[[float], float]) -> tuple[float, float]:
+    """(ln s, distance): the best grid point, refined between its neighbours where that is better."""
+    i = int(np.argmin(grid))
+    best = (float(log_scales[i]), float(grid[i]))
+    if not np.isfinite(best[1]) or len(log_scales) < 2:
+        return best
+    x, d = _golden_min(g, float(log_scales[max(i - 1, 0)]), float(log_scales[min(i + 1, len(log_scales) - 1)]))
+    return (x, d) if d < best[1] else best
+
+
+def _output_scale(
+    loss_fn: Callable[..., torch.Tensor], ref_fn: Callable[..., torch.Tensor], beta: float, s: float
+) -> float | None:
+    """c minimising |grad loss(beta) - c * grad reference(beta * s)|^2 over the raw gradient blocks."""
+    try:
+        a, b = _raw_blocks(loss_fn, beta, beta), _raw_blocks(ref_fn, beta * s, beta)
+    except Exception:
+        return None
+    ga, gb = np.concatenate([a[1], a[3]]), np.concatenate([b[1], b[3]])
+    denominator = float(gb @ gb)
+    c = float(ga @ gb) / denominator if denominator > 0 else float("nan")
+    return c if np.isfinite(c) else None
+
+
+class _Side:
+    """How one known loss is compared with the candidate over scales; s always means candidate at beta ~
+    known at beta * s."""
+
+    def __init__(self, loss_fn: Callable[..., torch.Tensor], known: KnownLoss, beta: float) -> None:
+        self.loss_fn, self.beta = loss_fn, beta
+        self.stored: np.ndarray | None = None
+        self.known_fn: Callable[..., torch.Tensor] | None = None
+        if isinstance(known, np.ndarray):
+            self.stored = np.asarray(known, dtype=np.float64)
+        else:
+            _, self.known_fn = _bind(known, None)
+
+    def distance(self, log_s: float, target: np.ndarray | None) -> float:
+        s = float(np.exp(log_s))
+        if self.stored is None:  # known called at beta * s; target is the candidate's fingerprint at beta
+            return float(_distances(_row(self.known_fn, self.beta * s, self.beta), target)[()])
+        return float(_distances(_row(self.loss_fn, self.beta / s, self.beta), self.stored)[()])
+
+    def match(self, log_s: float, d: float) -> RescaleMatch:
+        s = float(np.exp(log_s))
+        c = None if self.known_fn is None else _output_scale(self.loss_fn, self.known_fn, self.beta, s)
+        return RescaleMatch(scale=s, distance=d, output_scale=c)
+
+
+def _grid_distances(
+    loss_fn: Callable[..., torch.Tensor], beta: float, sides: Mapping[str, _Side], scales: np.ndarray
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The candidate's fingerprint at beta (None if only stored fingerprints are known) and, per known loss,
+    the distance at each scale. The candidate's rows at beta / s are computed once for all stored ones."""
+    target = _row(loss_fn, beta, beta) if any(side.stored is None for side in sides.values()) else None
+    if target is not None and not np.all(np.isfinite(target)):
+        raise ValueError(f"the loss has no finite fingerprint at beta = {beta:g}")
+    inverse = None
+    out: dict[str, np.ndarray] = {}
+    for name, side in sides.items():
+        if side.stored is None:
+            rows = np.stack([_row(side.known_fn, beta * float(s), beta) for s in scales])
+            out[name] = _distances(rows, target)
+        else:
+            if inverse is None:
+                inverse = np.stack([_row(loss_fn, beta / float(s), beta) for s in scales])
+            out[name] = _distances(inverse, side.stored)
+    return target, out
+
+
+def _scale_grid(scales: Sequence[float]) -> np.ndarray:
+    grid = np.unique(np.asarray(scales, dtype=np.float64))
+    if grid.size == 0 or grid[0] <= 0:
+        raise ValueError("scales must be a non-empty sequence of positive numbers")
+    return grid
+
+
+def rescaled_distance(
+    loss: LossLike, reference: KnownLoss, beta: float, scales: Sequence[float] = DEFAULT_SCALES
+) -> RescaleMatch:
+    """How close ``loss`` at ``beta`` comes to ``reference`` at ``beta * s``, minimised over s.
+
+    The distance is ``fingerprint_distance(fingerprint(loss, beta), F(reference, beta * s))``, where F calls the
+    reference with beta * s on the beta*rho grid and probe batch of ``beta`` (row s of
+    ``fingerprint_at_scales(reference, beta)``), so both losses see the same margins. s is searched on
+    ``scales`` (default 49 points, 1/8 to 8, geometric), then refined in ln s between the best point's
+    neighbours; a scale the reference fails at never matches.
+
+    A positive output scale needs no search: every fingerprint block is standardised to unit RMS (the value
+    blocks also centred), so c * reference + constant, c > 0, has the reference's fingerprint exactly. (A
+    negative c is not factored out: it turns descent into ascent.) ``output_scale`` reports c for information.
+
+    ``reference`` may be a stored fingerprint of the reference at ``beta`` instead of a loss: then the loss is
+    called with beta / s against it (loss at beta / s ~ reference at beta, the same statement with the same s).
+    That is exactly ``rescaled_distance(reference, loss, beta)`` with s inverted, so the distance is not the
+    same number as the callable route's: for losses of beta*rho alone both find the same exact rescalings
+    (distance 0 at the same s), but away from a match they can differ a lot, since the side that is rescaled
+    sees the grid's margins multiplied by s (CELL against DPO: 0.73 at best one way, 0.20 the other).
+    """
+    _, loss_fn = _bind(loss, None)
+    grid = _scale_grid(scales)
+    side = _Side(loss_fn, reference, beta)
+    target, distances = _grid_distances(loss_fn, beta, {"reference": side}, grid)
+    log_s, d = _refine(np.log(grid), distances["reference"], lambda x: side.distance(x, target))
+    return side.match(log_s, d)
+
+
+def rescaled_match(
+    loss: LossLike,
+    beta: float,
+    known: Mapping[str, KnownLoss],
+    threshold: float = DUPLICATE_DISTANCE,
+    scales: Sequence[float] = DEFAULT_SCALES,
+) -> tuple[str, RescaleMatch] | None:
+    """The known loss that ``loss`` at ``beta`` comes closest to at any rescaled beta, if closer than
+    ``threshold``: (name, match) with match.scale = s for 'loss at beta ~ known at beta * s'.
+
+    ``known`` maps names to losses (a registered name, a {name: weight} mapping, or a function under the
+    contract) or to stored fingerprints at ``beta`` (``fingerprint(known, beta)``, as the archive keeps them);
+    both can be mixed. Every known loss is scanned on the grid of scales; the closest few are refined.
+    """
+    _, loss_fn = _bind(loss, None)
+    grid = _scale_grid(scales)
+    sides = {name: _Side(loss_fn, k, beta) for name, k in known.items()}
+    if not sides:
+        return None
+    target, distances = _grid_distances(loss_fn, beta, sides, grid)
+    order = sorted(sides, key=lambda name: float(np.min(distances[name])))
+    chosen = [n for i, n in enumerate(order) if i < _REFINE_TOP or np.min(distances[n]) < _REFINE_MARGIN * threshold]
+    best: tuple[str, float, float] | None = None
+    for name in chosen:
+        side = sides[name]
+        log_s, d = _refine(np.log(grid), distances[name], lambda x, side=side: side.distance(x, target))
+        if best is None or d < best[2]:
+            best = (name, log_s, d)
+    if best is None or not best[2] < threshold:
+        return None
+    name, log_s, d = best
+    return name, sides[name].match(log_s, d)

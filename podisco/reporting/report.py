@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from podisco.discovery.archive import Archive, Attempt
+from podisco.discovery.confirm import verdict_lines
 from podisco.reporting import run_figures
 from podisco.reporting.html import highlight, text
 
@@ -172,7 +173,12 @@ def build_report(archive: Archive, run_id: str, sweep_csvs: Sequence[str | Path]
         "LLM tokens": f"{tokens['prompt']} prompt + {tokens['completion']} completion in {tokens['requests']} requests",
         "config": json.dumps(config, sort_keys=True),
     }
-    sections = [
+    sections = []
+    verdict = verdict_lines(run.get("verdict"))
+    if verdict:  # what held up on held-out seeds, and against which baseline, before anything the search claims
+        items = "".join(f"<li>{text(line.strip())}</li>" for line in verdict)
+        sections += ["<h2>Verdict</h2>", f'<ul class="verdict">{items}</ul>']
+    sections += [
         "<h2>Fitness per attempt</h2>",
         f'<img class="chart" id="fitness-chart" alt="fitness per attempt" '
         f'src="{run_figures.data_uri(run_figures.fitness_over_attempts(attempts))}">',
@@ -196,7 +202,9 @@ def build_report(archive: Archive, run_id: str, sweep_csvs: Sequence[str | Path]
             f" over {len(r['seeds'])} seeds</li>"
             for r in reevaluated
         )
-        sections += ["<h2>Re-evaluated with more seeds</h2>", f"<ul>{items}</ul>"]
+        heldout = any(r["metrics"].get("heldout") for r in reevaluated)
+        title = "Held-out seeds (paired with the baseline)" if heldout else "Re-evaluated with more seeds"
+        sections += [f"<h2>{title}</h2>", f"<ul>{items}</ul>"]
     if sweep_csvs:
         sections += ["<h2>Reward vs KL</h2>", _frontier([Path(p) for p in sweep_csvs])]
     sections += [

@@ -80,8 +80,10 @@ class Task(Protocol):
     paired: bool  # fitness is a paired difference against ``reference_loss`` trained with the same seed
     reference_loss: str  # the registered loss of the reference runs ("sigmoid": DPO)
     staged: bool  # the worker can score a seed itself, so weak candidates may stop after stage 1
-    default_seeds: tuple[int, ...]
-    default_reevaluate_seeds: tuple[int, ...]
+    default_seeds: tuple[int, ...]  # of a full evaluation in the search
+    default_reevaluate_seeds: tuple[int, ...]  # held-out seeds of the confirmation (search seeds are dropped)
+    # Optional: ``baseline_multiples`` (tuple of floats): the β grid the reference loss is tuned over, as
+    # multiples of the run's β (default (1.0,): untuned).
 
     def limits(self) -> TaskLimits: ...
 

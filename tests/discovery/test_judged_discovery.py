@@ -95,7 +95,8 @@ def test_chat_discovery_trains_in_the_sandbox_and_judges_in_the_parent(chat_setu
     assert isolation == detect_isolation()
     assert [a.timings["sandbox"]["isolation"] for a in evaluated] == [isolation] * len(evaluated)
     (reevaluated,) = archive.reevaluations(run_id)
-    assert reevaluated["seeds"] == [0, 1]
+    assert reevaluated["seeds"] == [1]  # held out: seed 0 was the search's
+    assert archive.run(run_id)["verdict"]["baseline"]["description"] == "DPO at β=0.05 (untuned: no β grid)"
     # every grade is now cached: judging the same answers again costs no request
     assert asked > 0 and all("response_format" not in r.json for r in server.requests)
     from podisco.reporting.report import build_report

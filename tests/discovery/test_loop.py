@@ -48,17 +48,18 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     canary = tmp_path / "pwned"  # beside the archive, outside every job's work folder
     script = [
         status(429, headers={"Retry-After": "0"}),
-        reply("```json\n" + proposal("sharp_logistic", "-F.logsigmoid(2 * self.beta * logits)") + "\n```"),
+        reply("```json\n" + proposal("sharp_logistic", "-F.logsigmoid(3 * self.beta * logits)") + "\n```"),
         status(500),
         reply('Here is my idea: {"thought": "x", "name": "broken", "code": "def broken(self'),
         sleep(3.0, then=reply(proposal("late", "torch.relu(-logits)"))),  # past the client's timeout
         reply(proposal("sneaky", SNEAKY.format(canary=canary))),
         reply(proposal("dpo_again", "F.softplus(-self.beta * logits)")),
+        reply(proposal("steep_dpo", "-F.logsigmoid(2 * self.beta * logits)")),  # DPO at 2β: on the grid
     ]
     config = make_config(
         preset="tiny",
         cache_dir=tiny_cache,
-        generations=2,
+        generations=3,
         population=2,
         workers=2,
         threads=1,
@@ -75,11 +76,24 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
         requests = server.requests
     archive = Archive(tmp_path / "archive.sqlite")
     attempts = {(a.generation, a.slot): a for a in archive.attempts(run_id)}
-    assert len(attempts) == 4 + 4 and all(a.status != "proposed" for a in attempts.values())
+    assert len(attempts) == 4 + 6 and all(a.status != "proposed" for a in attempts.values())
     assert [attempts[(0, s)].status for s in range(4)] == ["evaluated"] * 4
-    assert attempts[(0, 0)].fitness == pytest.approx(0.0, abs=1e-6)  # DPO against itself, same seed
+    # tuned DPO: the reference trained at β x (0.5, 1, 2, 4); the DPO seed (at the run's β) scores minus what
+    # tuning bought, and exactly 0 when the run's β won
+    verdict = archive.run(run_id)["verdict"]
+    baseline = verdict["baseline"]
+    assert baseline["grid"] == [0.025, 0.05, 0.1, 0.2] and baseline["beta"] in baseline["grid"]
+    assert attempts[(0, 0)].fitness == pytest.approx(-baseline["gains"][str(baseline["beta"])], abs=1e-12)
+    assert len(list((tmp_path / "references").glob("*-seed0.json"))) == 4  # one DPO run per β of the grid
+    # DPO at 3β: no grid β to stand in for it, so it is trained, and labelled for what it is
     assert attempts[(1, 0)].name == "sharp_logistic" and attempts[(1, 0)].status == "evaluated"
+    assert attempts[(1, 0)].rescaling == "≈ sigmoid at β×3"
     assert attempts[(1, 0)].shape["nearest_known"] and attempts[(1, 0)].metrics["dynamics"]["kl"] >= 0
+    # DPO at 2β = 0.1, a β the baseline trained: a duplicate that scores DPO-at-0.1 minus tuned DPO
+    steep = attempts[(3, 0)]
+    assert (steep.name, steep.status, steep.rescaling) == ("steep_dpo", "duplicate", "≈ sigmoid at β×2")
+    gains = baseline["gains"]
+    assert steep.fitness == pytest.approx(gains["0.1"] - gains[str(baseline["beta"])], abs=1e-12)
     assert attempts[(1, 1)].status == "invalid" and "incomplete" in attempts[(1, 1)].error
     assert attempts[(2, 0)].status == "invalid" and "static gate" in attempts[(2, 0)].error
     assert attempts[(2, 1)].status == "duplicate" and "dpo" in attempts[(2, 1)].duplicate_of
@@ -91,8 +105,13 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     feedback = "\n".join(m["content"] for m in messages if m["role"] == "user")
     assert "could not be used" in feedback and "fitness" in feedback
     assert all(r.json["response_format"] == {"type": "json_object"} for r in requests)
-    assert len(archive.reevaluations(run_id)) == 1
-    assert any(line.startswith("best:") for line in lines)
+    (heldout,) = archive.reevaluations(run_id)  # the top 1, on the held-out seed 1 (0 was searched)
+    assert heldout["seeds"] == [1] and heldout["metrics"]["heldout"]
+    assert verdict["confirmations"][0]["name"] == heldout["name"] and "headline" in verdict
+    assert lines.index(f"baseline: {baseline['description']}") < lines.index(f"verdict: {verdict['headline']}")
+    assert any(line.startswith("best in the search:") for line in lines)
+    system = archive.messages(run_id)[0]["content"]
+    assert baseline["description"] in system  # the proposer is told what fitness 0 means
 
 
 def test_hostile_code_past_the_gate_cannot_write_outside_its_work_folder(tmp_path):

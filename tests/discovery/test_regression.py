@@ -44,7 +44,14 @@ def test_imdb_tiny_seed_losses_score_as_before(tmp_path):
         prepare("tiny", tmp_path / "imdb", log=lambda message: None)
     finally:
         torch.set_num_threads(threads)
-    config = make_config(preset="tiny", cache_dir=str(tmp_path / "imdb"), generations=0, seeds=(0,), reevaluate_top=0)
+    config = make_config(  # DPO at the run's β alone: the baseline these numbers were paired with
+        preset="tiny",
+        cache_dir=str(tmp_path / "imdb"),
+        generations=0,
+        seeds=(0,),
+        reevaluate_top=0,
+        baseline_betas=(0.05,),
+    )
     attempts = _seed_attempts(config, tmp_path / "runs")
     dpo_reward, dpo_kl = IMDB_TINY_SEED0["dpo"]
     for name, (reward, kl) in IMDB_TINY_SEED0.items():

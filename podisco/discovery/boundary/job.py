@@ -31,6 +31,7 @@ class Job:
     known: Mapping[str, list[float]] = field(default_factory=dict)  # label -> fingerprint
     registry_measured: tuple[str, ...] = ()  # registered losses this run has a fitness for
     reference: Mapping[str, dict] = field(default_factory=dict)  # seed -> the reference row (paired tasks)
+    baseline_grid: tuple[float, ...] = ()  # β values the reference loss was trained at (rescaled duplicates)
     stage1_seeds: int = 0
     stage_threshold: float | None = None  # stop after stage 1 when its fitness is below this
 
@@ -58,8 +59,9 @@ class Job:
         values = exact_keys(cls, data, "job")
         values["task"] = TaskSpec.from_json(values["task"])
         values["seeds"] = tuple(int(s) for s in values["seeds"])
-        if "registry_measured" in values:
-            values["registry_measured"] = tuple(values["registry_measured"])
+        for key in ("registry_measured", "baseline_grid"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def write(self, path: str | Path) -> None:

@@ -113,6 +113,17 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
             duplicate = _duplicate_of(result, job, fingerprint_distance)
             if duplicate is not None:
                 return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
+            start = time.perf_counter()
+            result["rescaling"] = _rescaling_of(loss_fn, job)
+            timings["rescaling_s"] = time.perf_counter() - start
+            rescaled = result["rescaling"]
+            if rescaled and rescaled["on_grid"]:  # the reference loss at a β the baseline already trained
+                return {
+                    **result,
+                    "status": "duplicate",
+                    "duplicate_of": rescaled["of"],
+                    "distance": rescaled["distance"],
+                }
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for seed in job.seeds:
@@ -145,6 +156,46 @@ def _duplicate_of(result: dict, job: Job, distance) -> tuple[str, float] | None:
         return None
     label, best = min(candidates, key=lambda item: item[1])
     return (label, best) if best < job.duplicate_distance else None
+
+
+def _rescaling_of(loss_fn, job: Job) -> dict[str, Any] | None:
+    """The known loss this candidate matches at a rescaled β (``loss at β ≈ known at β×s``, s in 1/8..8, any
+    positive output scale), or None. Known: archive entries (their stored fingerprints) and the registered
+    losses this run measured. A match with the reference loss at a β of the baseline grid is a duplicate (it
+    takes that run's score); any other match is trained as usual and labelled."""
+    from podisco.losses.analysis import rescaled_match, rescaling_label
+
+    reference = f"registry:{task_reference(job)}"
+    known: dict[str, Any] = {label: np.asarray(fp) for label, fp in job.known.items()}
+    known.update({f"registry:{name}": name for name in job.registry_measured})
+    # the reference loss first: an archive entry that is DPO itself ties with it, and DPO is what has a grid
+    match = None
+    if reference in known:
+        match = rescaled_match(loss_fn, job.beta, {reference: known.pop(reference)}, job.duplicate_distance)
+    if match is None and known:
+        match = rescaled_match(loss_fn, job.beta, known, job.duplicate_distance)
+    if match is None:
+        return None
+    label, found = match
+    name = label.split(" ", 1)[-1] if label.startswith("attempt:") else label.removeprefix("registry:")
+    target_beta = job.beta * found.scale
+    on_grid = next((b for b in job.baseline_grid if abs(b / target_beta - 1) <= 0.02), None)
+    is_reference = label == reference
+    return {
+        "of": label,
+        "label": rescaling_label(name, found.scale),
+        "scale": found.scale,
+        "distance": found.distance,
+        "grid_beta": on_grid if is_reference else None,
+        "on_grid": bool(is_reference and on_grid is not None),
+    }
+
+
+def task_reference(job: Job) -> str:
+    from podisco.losses.registry import get_spec
+    from podisco.tasks.base import task_from_spec
+
+    return get_spec(task_from_spec(job.task).reference_loss).name
 
 
 def main(argv: list[str] | None = None) -> int:

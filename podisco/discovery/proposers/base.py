@@ -37,6 +37,7 @@ class Context:
     slot: int
     population: int
     archive: Archive
+    baseline: str = ""  # what fitness 0 means: "DPO at its best β=0.1 of {...}" (baseline.Baseline.describe)
 
 
 class ReplayExhausted(Exception):

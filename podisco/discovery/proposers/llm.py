@@ -32,7 +32,7 @@ class LLMProposer:
         context.archive.add_message(context.run_id, context.generation, role, content)
 
     def propose(self, context: Context) -> Proposal:
-        system = prompts.system_prompt(context.task.kind, context.task.describe())
+        system = prompts.system_prompt(context.task.kind, context.task.describe(), context.baseline)
         if self.mode == "archive":
             messages = [{"role": "system", "content": system}, {"role": "user", "content": self._digest(context)}]
         else:

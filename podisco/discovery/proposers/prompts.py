@@ -16,7 +16,7 @@ from podisco.tasks.base import Kind
 from podisco.tasks.seeds import CLASSIFICATION_SIGNATURE, PREFERENCE_SIGNATURE
 
 
-def system_prompt(kind: Kind, fitness_meaning: str) -> str:
+def system_prompt(kind: Kind, fitness_meaning: str, baseline: str = "") -> str:
     if kind == "classification":
         subject = "classification losses for training an image classifier"
         signature = CLASSIFICATION_SIGNATURE
@@ -29,6 +29,9 @@ def system_prompt(kind: Kind, fitness_meaning: str) -> str:
             "and the frozen reference model, one value per pair. Return one loss per pair (shape (B,)), not their "
             "mean. self.beta is the strength of the KL regularisation; read it, do not define it."
         )
+    against = ""
+    if baseline:
+        against = f" The baseline is {baseline}: a loss that only behaves like DPO at another β cannot beat it."
     return f"""You are a machine-learning researcher inventing and testing new {subject}.
 Each time you answer, propose one new loss function, written as Python code.
 
@@ -41,7 +44,7 @@ Reply with a single JSON object and nothing else, with these keys:
 Rules for the code: torch, F (torch.nn.functional) and math are available; use only tensor operations from
 them; no other imports, no I/O. Put every constant inside the function. {contract}
 
-Your loss is checked, then used to train a model, and scored: the fitness is the {fitness_meaning}.
+Your loss is checked, then used to train a model, and scored: the fitness is the {fitness_meaning}.{against}
 Aim for losses that beat every loss seen so far; be creative, and learn from what did and did not work."""
 
 

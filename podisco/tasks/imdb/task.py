@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 
 from podisco.tasks.base import Kind, TaskLimits, TaskSpec, make_spec
 from podisco.tasks.imdb.evaluate import ImdbTrainSettings
-from podisco.tasks.imdb.fitness import DEFAULT_PAIRED_SEEDS
 from podisco.tasks.imdb.prepare import NAME, PRESETS, VERSION
 from podisco.tasks.seeds import PREFERENCE_SEEDS
 from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY, kl_penalised
@@ -41,7 +40,9 @@ class ImdbTask:
     reference_loss: ClassVar[str] = "sigmoid"
     staged: ClassVar[bool] = True
     default_seeds: ClassVar[tuple[int, ...]] = (0, 1, 2)
-    default_reevaluate_seeds: ClassVar[tuple[int, ...]] = DEFAULT_PAIRED_SEEDS
+    # held-out confirmation: 10 seeds no search uses (docs: a paired SE of about 0.004 needs 10)
+    default_reevaluate_seeds: ClassVar[tuple[int, ...]] = tuple(range(100, 110))
+    baseline_multiples: ClassVar[tuple[float, ...]] = (0.5, 1.0, 2.0, 4.0)  # DPO tuned at β x these (0.025..0.2)
 
     @property
     def version(self) -> str:

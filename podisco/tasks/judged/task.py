@@ -37,7 +37,8 @@ class _JudgedTask:
     staged: ClassVar[bool] = False  # the worker cannot score its own answers (no judge in the sandbox)
     # A judged evaluation trains a real model: one seed per candidate, as the paper did
     default_seeds: ClassVar[tuple[int, ...]] = (0,)
-    default_reevaluate_seeds: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    # held out from the search; each is one real training per candidate, so 3 rather than the 10 of the CPU tasks
+    default_reevaluate_seeds: ClassVar[tuple[int, ...]] = (100, 101, 102)
     # a resumed run may use another judge (the one it had failed): judging never changes what was trained
     replaceable_on_resume: ClassVar[tuple[str, ...]] = ("judge_model", "judge_base_url", "judge_cache")
 

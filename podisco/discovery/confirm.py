@@ -1,0 +1,90 @@
+"""Held-out confirmation: is a search's best candidate better than tuned DPO, beyond noise and selection?
+
+The top k of a search are re-run on held-out seeds (disjoint from every search seed) and paired, seed by
+seed, with tuned DPO on the same seeds. For each: the mean paired difference, its SE and 95% CI, and the
+one-sided p-value of "better than the baseline" (t-test over the seeds). The k p-values are Holm-corrected,
+since k candidates were put to the test; a candidate is called **better** only when its corrected p-value is
+at most alpha (5%). Anything else is "not distinguishable" from the baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from podisco.stats import Estimate, estimate, format_estimate, holm, one_sided_p
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    attempt_id: int
+    name: str
+    seeds: tuple[int, ...]
+    mean: float
+    se: float | None
+    ci95: tuple[float, float] | None
+    p: float  # one-sided, uncorrected
+    p_holm: float  # Holm-corrected over the k candidates confirmed together
+    better: bool
+
+    def verdict(self, baseline: str = "tuned DPO") -> str:
+        fitness = format_estimate(Estimate(self.mean, self.se, len(self.seeds)))
+        if self.better:
+            return (
+                f"{self.name}: better than {baseline} on {len(self.seeds)} held-out seeds: {fitness}, "
+                f"one-sided p = {self.p:.3g}, Holm-corrected {self.p_holm:.3g} <= {ALPHA:g}"
+            )
+        return (
+            f"{self.name}: not distinguishable from {baseline} on {len(self.seeds)} held-out seeds: {fitness}, "
+            f"one-sided p = {self.p:.3g}, Holm-corrected {self.p_holm:.3g} > {ALPHA:g}"
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def confirm(
+    candidates: Sequence[tuple[int, str, Sequence[int], Sequence[float]]], alpha: float = ALPHA
+) -> list[Confirmation]:
+    """``candidates``: (attempt id, name, held-out seeds, per-seed paired differences against the baseline).
+    Returns one Confirmation each, best held-out mean first."""
+    estimates = [estimate(list(diffs)) for _, _, _, diffs in candidates]
+    p_values = [one_sided_p(e) for e in estimates]
+    adjusted = holm(p_values)
+    out = [
+        Confirmation(aid, name, tuple(seeds), e.mean, e.se, e.ci95, p, q, q <= alpha and e.mean > 0)
+        for (aid, name, seeds, _), e, p, q in zip(candidates, estimates, p_values, adjusted, strict=True)
+    ]
+    return sorted(out, key=lambda c: -c.mean)
+
+
+def headline(confirmations: Sequence[Confirmation], baseline: str = "tuned DPO") -> str:
+    """The run's one-line verdict: what the held-out test says about the search as a whole."""
+    better = [c for c in confirmations if c.better]
+    if better:
+        return f"better than {baseline}: " + ", ".join(c.name for c in better) + " (held-out, Holm-corrected)"
+    if not confirmations:
+        return "no candidate was confirmed on held-out seeds"
+    return (
+        f"no candidate is distinguishable from {baseline} on held-out seeds "
+        f"({len(confirmations)} tested, Holm-corrected at {ALPHA:g})"
+    )
+
+
+def verdict_lines(verdict: dict | None) -> list[str]:
+    """A run's stored verdict (Archive.run(...)["verdict"]) as the lines every view shows first: the baseline,
+    the headline, one line per confirmed candidate. Empty for a run without one (older runs, unpaired tasks)."""
+    verdict = verdict or {}
+    lines = []
+    baseline = verdict.get("baseline")
+    if baseline:
+        lines.append(f"baseline: {baseline['description']}")
+    if verdict.get("headline"):
+        name = "tuned DPO" if baseline and len(baseline.get("grid", [])) > 1 else "DPO"
+        lines.append(f"verdict: {verdict['headline']}")
+        for c in verdict.get("confirmations", []):
+            item = Confirmation(**{**c, "seeds": tuple(c["seeds"]), "ci95": c["ci95"] and tuple(c["ci95"])})
+            lines.append("  " + item.verdict(name))
+    return lines

@@ -1,0 +1,56 @@
+"""Tuned DPO as the baseline, and the held-out verdict with Holm's correction, on worked numbers."""
+
+import pytest
+
+from podisco.discovery.baseline import tune
+from podisco.discovery.confirm import confirm, headline
+from podisco.tasks.base import get_task
+
+
+def _row(seed, reward, kl):
+    return {"seed": seed, "reward": reward, "kl": kl}
+
+
+def test_tuned_dpo_is_the_grid_beta_with_the_best_mean_score():
+    # score = reward - 0.1 KL; per seed 0/1: beta 0.05 -> 0.40/0.42, beta 0.1 -> 0.41/0.44, beta 0.2 -> 0.43/0.38
+    rows = {
+        0.05: {"0": _row(0, 0.42, 0.2), "1": _row(1, 0.44, 0.2)},
+        0.1: {"0": _row(0, 0.42, 0.1), "1": _row(1, 0.45, 0.1)},
+        0.2: {"0": _row(0, 0.435, 0.05), "1": _row(1, 0.385, 0.05)},
+    }
+    baseline = tune(get_task("imdb"), rows, 0.05, (0, 1))
+    assert baseline.beta == 0.1 and baseline.tuned
+    assert baseline.gains[0.05] == 0.0
+    assert baseline.gain == pytest.approx(((0.41 - 0.40) + (0.44 - 0.42)) / 2)
+    assert baseline.gains[0.2] == pytest.approx(((0.43 - 0.40) + (0.38 - 0.42)) / 2)
+    assert "best β=0.1 of {0.05, 0.1, 0.2} (+0.0150 over β=0.05" in baseline.describe()
+
+
+def test_a_grid_of_one_beta_is_the_untuned_baseline():
+    rows = {0.05: {"0": _row(0, 0.4, 0.2)}}
+    baseline = tune(get_task("imdb"), rows, 0.05, (0,))
+    assert (baseline.beta, baseline.tuned, baseline.gain) == (0.05, False, 0.0)
+    assert baseline.describe() == "DPO at β=0.05 (untuned: no β grid)"
+
+
+def test_ties_go_to_the_task_beta():
+    rows = {b: {"0": _row(0, 0.4, 0.2)} for b in (0.025, 0.05, 0.1)}
+    assert tune(get_task("imdb"), rows, 0.05, (0,)).beta == 0.05
+
+
+def test_holm_decides_the_verdict():
+    seeds = tuple(range(10))
+    strong = [0.012, 0.009, 0.011, 0.010, 0.013, 0.008, 0.010, 0.012, 0.009, 0.011]  # t ~ 20: p ~ 1e-9
+    weak = [0.004, -0.002, 0.006, 0.001, -0.002, 0.005, 0.000, 0.003, -0.001, 0.004]  # t = 1.91: p = 0.044
+    null = [0.001, -0.002, 0.000, 0.002, -0.001, -0.003, 0.001, 0.000, 0.002, -0.002]
+    results = confirm([(1, "strong", seeds, strong), (2, "weak", seeds, weak), (3, "null", seeds, null)])
+    by_name = {c.name: c for c in results}
+    assert [c.name for c in results] == ["strong", "weak", "null"]  # best held-out mean first
+    assert by_name["strong"].better and by_name["strong"].p_holm == pytest.approx(3 * by_name["strong"].p)
+    # weak alone would pass at 5% (p < 0.05) but not after correcting for the three candidates tried
+    assert by_name["weak"].p < 0.05 < by_name["weak"].p_holm and not by_name["weak"].better
+    assert not by_name["null"].better
+    assert by_name["weak"].verdict().startswith("weak: not distinguishable from tuned DPO on 10 held-out seeds")
+    assert "better than tuned DPO on 10 held-out seeds" in by_name["strong"].verdict()
+    assert headline(results) == "better than tuned DPO: strong (held-out, Holm-corrected)"
+    assert headline([by_name["weak"], by_name["null"]]).startswith("no candidate is distinguishable")
