@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from podisco.cli.common import DEFAULT_ROOT, beta, existing_file, non_negative_int, positive_int, seeds
@@ -78,7 +79,8 @@ def cmd_discover(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.resume and not args.run:
         raise PodiscoError("--resume needs --run RUN_ID (see podisco runs list)")
     config = discover_config(args, overrides)
-    run_id = run_discovery(config, args.root, args.run, args.resume, progress=True)
+    # a progress line with an ETA where someone watches a terminal; a log gets the per-attempt lines only
+    run_id = run_discovery(config, args.root, args.run, args.resume, progress=sys.stderr.isatty())
     print(f"archive: {Path(args.root) / 'archive.sqlite'} (run {run_id}); config: {args.root}/configs/{run_id}.yaml")
     print(f"next: podisco runs show {run_id}   |   podisco export {run_id} --best -o loss.py")
     return 0

@@ -9,41 +9,36 @@ candidates are re-evaluated with more seeds.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict
 from pathlib import Path
 
-from podisco.cache import atomic_output
 from podisco.discovery.archive import Archive, Attempt, code_hash
-from podisco.discovery.baseline import tune
 from podisco.discovery.boundary.gate import GateError, check_code
-from podisco.discovery.boundary.job import Job
 from podisco.discovery.boundary.sandbox import Limits, detect_isolation, require_isolation
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
-from podisco.discovery.confirm import confirm, headline, verdict_lines
+from podisco.discovery.confirm import verdict_lines
+from podisco.discovery.dispatch import make_job, submit
 from podisco.discovery.executors import (
     ExecutionSettings,
     Executor,
     LocalExecutor,
     RayExecutor,
     default_workers,
-    finished_result,
 )
+from podisco.discovery.heldout import confirm_top
 from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
-from podisco.discovery.results import finish_rows, record
+from podisco.discovery.references import tune_baseline
+from podisco.discovery.results import record
 from podisco.errors import PodiscoError
 from podisco.progress import Console
-from podisco.stats import estimate, format_estimate
 from podisco.tasks.base import get_task, source_paths, task_options
 from podisco.training.config import save_yaml
-
-REFERENCE_ATTEMPTS = 3
 
 
 def new_run_id() -> str:
@@ -138,12 +133,12 @@ def run_discovery(
         else LocalExecutor(workers, settings)
     )
     try:
-        _tune_baseline(state, executor, log)
+        tune_baseline(state, executor, log)
         _generation_zero(state, executor, log)
         for generation in range(1, search.generations + 1):
             if not _generation(state, executor, proposer, generation, log):
                 break
-        _confirm(state, executor, log)
+        confirm_top(state, executor, log)
         archive.finish_run(run_id)
     finally:
         executor.shutdown()
@@ -206,98 +201,6 @@ def _job_env(threads: int, gpus: bool = False) -> dict[str, str]:
     if gpus and os.environ.get("LD_LIBRARY_PATH"):  # where some machines keep libcuda; not a secret
         env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     return env
-
-
-def _job(state: RunState, seeds, beta: float | None = None, **fields) -> Job:
-    execution, search = state.config.execution, state.config.search
-    return Job(
-        task=state.spec,
-        beta=search.beta if beta is None else beta,
-        seeds=tuple(seeds),
-        threads=execution.threads,
-        duplicate_distance=search.duplicate_distance,
-        **fields,
-    )
-
-
-def _submit(executor: Executor, job: Job, workdir: Path) -> Future:
-    """Run ``job``, unless its worker already finished (the run was killed, or the judge failed, after it):
-    then its result, kept by ``executors.execute`` outside the sandbox's folder, is used again."""
-    result = finished_result(job, workdir)
-    if result is None:
-        return executor.submit(job, workdir)
-    done: Future = Future()
-    done.set_result(result)
-    return done
-
-
-# reference runs: the task's reference loss (DPO) on the same seeds, at every β of the baseline grid (paired
-# tasks only); cached across runs of the same task spec (references/), so a grid is trained once
-def _reference_key(state: RunState, beta: float) -> str:
-    what = {"task": state.spec.to_json(), "beta": beta, "loss": state.task.reference_loss}
-    return code_hash(json.dumps(what, sort_keys=True))
-
-
-def _reference_path(state: RunState, beta: float, seed: int) -> Path:
-    return state.root / "references" / f"{_reference_key(state, beta)}-seed{seed}.json"
-
-
-def _ensure_references(state: RunState, executor: Executor, seeds, betas, log: Console) -> None:
-    """``state.reference_rows[β][seed]`` for every β and seed, trained where no earlier run left them."""
-    if not state.task.paired:
-        return
-    missing = []
-    for beta in betas:
-        for seed in seeds:
-            path = _reference_path(state, beta, seed)
-            if path.exists():
-                state.reference_rows.setdefault(beta, {})[str(seed)] = json.loads(path.read_text())
-            else:
-                missing.append((beta, seed))
-    loss = state.task.reference_loss
-
-    def submit(beta: float, seed: int):
-        workdir = state.root / "work" / f"reference-{_reference_key(state, beta)}-{seed}"
-        return _submit(executor, _job(state, [seed], beta=beta, name=loss, loss=loss), workdir)
-
-    # A reference run is trusted code: when it fails, the machine did (a killed worker, a full disk), so it is
-    # tried again before the run gives up; a candidate's failure is the candidate's and is recorded instead.
-    jobs = {submit(beta, seed): (beta, seed, 1) for beta, seed in missing}
-    with log.step(f"reference runs ({loss})", len(missing), "runs") as progress:
-        while jobs:
-            future = next(as_completed(jobs))
-            (beta, seed, attempt), result = jobs.pop(future), future.result()
-            what = f"the reference run ({loss}, β={beta:g})"
-            if result.get("status") != "evaluated":
-                if attempt < REFERENCE_ATTEMPTS:
-                    jobs[submit(beta, seed)] = (beta, seed, attempt + 1)
-                    continue
-                raise PodiscoError(f"{what}, seed {seed}, failed {attempt} times: {result.get('error')}")
-            row = finish_rows(state, result["per_seed"][:1], what)[0]
-            path = _reference_path(state, beta, seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
-                tmp.write_text(json.dumps(row))
-            state.reference_rows.setdefault(beta, {})[str(seed)] = row
-            progress.advance(note=f"β={beta:g} seed {seed}")
-
-
-def _tune_baseline(state: RunState, executor: Executor, log: Console) -> None:
-    """Train the reference loss over the β grid on the search seeds; tuned DPO becomes what candidates are
-    paired against (``state.references``), and the archive and the proposer are told which β won."""
-    if not state.task.paired:
-        return
-    grid = state.baseline_grid
-    _ensure_references(state, executor, state.seeds, grid, log)
-    state.baseline = tune(state.task, {b: state.reference_rows[b] for b in grid}, state.config.search.beta, state.seeds)
-    state.references = state.reference_rows[state.baseline.beta]
-    _update_verdict(state, baseline=state.baseline.to_json())
-    log(f"baseline: {state.baseline.describe()}")
-
-
-def _update_verdict(state: RunState, **parts) -> None:
-    stored = (state.archive.run(state.run_id) or {}).get("verdict") or {}
-    state.archive.set_verdict(state.run_id, {**stored, **parts})
 
 
 # generations
@@ -423,7 +326,7 @@ def _dispatch(state: RunState, executor: Executor, generation: int, log: Console
     known = {} if seed_stage else _known_fingerprints(state)
     futures = {}
     for a in pending:
-        job = _job(
+        job = make_job(
             state,
             state.seeds,
             name=a.name,
@@ -436,7 +339,7 @@ def _dispatch(state: RunState, executor: Executor, generation: int, log: Console
             stage1_seeds=state.config.search.stage1_seeds,
             stage_threshold=threshold,
         )
-        futures[_submit(executor, job, state.root / "work" / state.run_id / f"attempt-{a.id}")] = a
+        futures[submit(executor, job, state.root / "work" / state.run_id / f"attempt-{a.id}")] = a
     label = "seed losses" if seed_stage else f"gen {generation}/{state.config.search.generations}"
     with log.step(label, len(futures), "jobs") as progress:
         for future in as_completed(futures):
@@ -453,50 +356,3 @@ def _log_attempt(state: RunState, a: Attempt, log) -> None:
     why = f": {(a.error or '').splitlines()[0][:120]}" if a.status in ("invalid", "failed", "duplicate") else ""
     label = f" [{a.rescaling}]" if a.rescaling and a.status != "duplicate" else ""
     log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{label}{why}{best_text}")
-
-
-def _confirm(state: RunState, executor: Executor, log: Console) -> None:
-    """The top candidates of the search, re-run on held-out seeds (disjoint from every search seed) against
-    tuned DPO on the same seeds; Holm-corrected one-sided tests decide "better" or "not distinguishable"
-    (confirm.py). A resumed run re-runs only what is missing and corrects over all of them."""
-    search = state.config.search
-    heldout = [s for s in state.reevaluate_seeds if s not in state.seeds]
-    if search.reevaluate_top <= 0 or not heldout:
-        return
-    if len(heldout) < len(state.reevaluate_seeds):
-        log(f"held-out seeds exclude the search seeds: confirming on {','.join(map(str, heldout))}")
-    done = {r["attempt_id"]: r for r in state.archive.reevaluations(state.run_id)}
-    top = state.archive.best(state.run_id, search.reevaluate_top)
-    baseline_beta = state.baseline.beta if state.baseline else search.beta
-    _ensure_references(state, executor, heldout, [baseline_beta], log)
-    references = state.reference_rows.get(baseline_beta, {})
-    futures = {}
-    for a in top:
-        if a.id not in done:
-            job = _job(state, heldout, name=a.name, code=a.code)
-            futures[_submit(executor, job, state.root / "work" / state.run_id / f"heldout-{a.id}")] = a
-    with log.step("held-out confirmation", len(futures), "candidates") as progress:
-        for future in as_completed(futures):
-            a, result = futures[future], future.result()
-            progress.advance(note=a.name)
-            if result.get("status") != "evaluated" or len(result.get("per_seed", [])) < len(heldout):
-                log(f"held-out run of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
-                continue
-            rows = finish_rows(state, result["per_seed"], f"the held-out run of {a.name}")
-            diffs = [state.task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows]
-            fitness = estimate(diffs)
-            metrics = {"per_seed": rows, "differences": diffs, "heldout": True, "baseline_beta": baseline_beta}
-            state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], fitness.mean, fitness.se, metrics)
-            log(f"held out: {a.name} over {len(rows)} seeds: {format_estimate(fitness)}")
-    rows = [r for r in state.archive.reevaluations(state.run_id) if r["metrics"].get("heldout")]
-    if not rows:
-        return
-    results = confirm([(r["attempt_id"], r["name"], r["seeds"], r["metrics"]["differences"]) for r in rows])
-    against = state.baseline.describe() if state.baseline else "the search's fitness"
-    if state.task.paired:
-        _update_verdict(
-            state,
-            confirmations=[c.to_json() for c in results],
-            headline=headline(results, "tuned DPO" if state.baseline and state.baseline.tuned else "DPO"),
-            against=against,
-        )

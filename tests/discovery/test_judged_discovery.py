@@ -112,7 +112,8 @@ def test_a_failing_judge_stops_the_run_and_resume_judges_without_training_again(
         config = _config(chat_setup, server.base_url, tmp_path / "judge", generations=0, reevaluate_top=0)
         with pytest.raises(
             PodiscoError,
-            match=r"(?s)scoring the reference run \(sigmoid\) \(seed 0\) failed: .*invalid api key.*--resume --run r1",
+            match=r"(?s)scoring the reference run \(sigmoid, β=0.05\) \(seed 0\) failed: .*invalid api key"
+            r".*--resume --run r1",
         ):
             run_discovery(config, root, run_id="r1", log=lambda message: None)
     (finished,) = (root / "work").glob("reference-*.finished.json")

@@ -101,6 +101,7 @@ def test_discover_runs_a_custom_task_file_end_to_end_in_the_sandbox(tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_discover_runs_cifar10_from_a_local_copy(tmp_path):
+    (tmp_path / "data").mkdir()
     _write_cifar_fixture(tmp_path / "data")
     done = _discover(tmp_path / "runs", "--task", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
