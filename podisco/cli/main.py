@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(argv)
     except PodiscoError as error:
         return print_error(error)
+    except BrokenPipeError:  # `podisco runs show RUN | head`: the reader left; not an error of ours
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
