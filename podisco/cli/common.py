@@ -93,25 +93,23 @@ def seeds(text: str) -> tuple[int, ...]:
     return values
 
 
-def positive_float(text: str) -> float:
+def _positive(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise UsageError(f"expected a number, got {text!r}") from None
     if not 0 < value < float("inf"):
-        raise UsageError(f"must be positive, got {text}")
+        raise UsageError(f"{what} positive, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _positive(text, "must be")
 
 
 def beta(text: str) -> float:
     """A positive ``--beta``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise UsageError(f"beta must be positive, got {text}")
-    return value
+    return _positive(text, "beta must be")
 
 
 def positive_floats(text: str) -> tuple[float, ...]:

@@ -89,9 +89,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from podisco.reporting.report import write_report
-
+def _check_report_inputs(args: argparse.Namespace) -> None:
+    """``report`` and ``serve``: the run exists and every ``--sweep`` file is there, before any page is built."""
     archive = open_archive(args.root)
     try:
         require_run(archive, args.run)
@@ -99,6 +98,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         archive.close()
     for sweep in args.sweep or ():
         existing_file(sweep, "--sweep")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from podisco.reporting.report import write_report
+
+    _check_report_inputs(args)
     path = write_report(args.root, args.run, output_file(args.output, "-o"), args.sweep or ())
     print(f"wrote {path} (self-contained; open it in a browser)")
     return 0
@@ -107,13 +112,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from podisco.reporting.serve import make_server
 
-    archive = open_archive(args.root)
-    try:
-        require_run(archive, args.run)
-    finally:
-        archive.close()
-    for sweep in args.sweep or ():
-        existing_file(sweep, "--sweep")
+    _check_report_inputs(args)
     try:
         server = make_server(args.root, args.run, args.host, args.port, args.allow_remote, sweeps=args.sweep or ())
     except OSError as error:  # the port is taken, or the host is not this machine's

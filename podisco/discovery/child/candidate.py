@@ -2,13 +2,8 @@
 
 The code has passed the static gate (``gate.check_code``) before it gets here; it is executed with only
 ``torch``, ``F`` and ``math`` in scope and a short list of builtins, in a process that runs nothing else.
-Two forms are accepted for a preference loss (docs/design.md, "The loss contract"):
-
-- the paper's method form ``def f(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-  reference_rejected_logps)`` reading ``self.beta``;
-- the library form ``def f(policy_chosen_logps, ..., reference_rejected_logps, beta)``.
-
-A classification loss is ``def f(logits, targets)``.
+The accepted forms (the paper's method form reading ``self.beta``, the library form taking ``beta``, and a
+classification loss ``f(logits, targets)``) are adapted to the loss contract by ``podisco.losses.forms``.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
             if duplicate is not None:
                 return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
             start = time.perf_counter()
-            result["rescaling"] = _rescaling_of(loss_fn, job)
+            result["rescaling"] = _rescaling_of(loss_fn, job, task.reference_loss)
             timings["rescaling_s"] = time.perf_counter() - start
             rescaled = result["rescaling"]
             if rescaled and rescaled["on_grid"]:  # the reference loss at a β the baseline already trained
@@ -158,14 +158,15 @@ def _duplicate_of(result: dict, job: Job, distance) -> tuple[str, float] | None:
     return (label, best) if best < job.duplicate_distance else None
 
 
-def _rescaling_of(loss_fn, job: Job) -> dict[str, Any] | None:
+def _rescaling_of(loss_fn, job: Job, reference_loss: str) -> dict[str, Any] | None:
     """The known loss this candidate matches at a rescaled β (``loss at β ≈ known at β×s``, s in 1/8..8, any
     positive output scale), or None. Known: archive entries (their stored fingerprints) and the registered
     losses this run measured. A match with the reference loss at a β of the baseline grid is a duplicate (it
     takes that run's score); any other match is trained as usual and labelled."""
     from podisco.losses.analysis import rescaled_match, rescaling_label
+    from podisco.losses.registry import get_spec
 
-    reference = f"registry:{task_reference(job)}"
+    reference = f"registry:{get_spec(reference_loss).name}"
     known: dict[str, Any] = {label: np.asarray(fp) for label, fp in job.known.items()}
     known.update({f"registry:{name}": name for name in job.registry_measured})
     # the reference loss first: an archive entry that is DPO itself ties with it, and DPO is what has a grid
@@ -189,13 +190,6 @@ def _rescaling_of(loss_fn, job: Job) -> dict[str, Any] | None:
         "grid_beta": on_grid if is_reference else None,
         "on_grid": bool(is_reference and on_grid is not None),
     }
-
-
-def task_reference(job: Job) -> str:
-    from podisco.losses.registry import get_spec
-    from podisco.tasks.base import task_from_spec
-
-    return get_spec(task_from_spec(job.task).reference_loss).name
 
 
 def main(argv: list[str] | None = None) -> int:
