@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from podisco.cli.common import DEFAULT_ROOT, beta, existing_file, non_negative_int, positive_int, seeds
+from podisco.cli.common import (
+    DEFAULT_ROOT,
+    beta,
+    existing_file,
+    non_negative_int,
+    positive_floats,
+    positive_int,
+    seeds,
+)
 from podisco.errors import PodiscoError
 
 # flag -> the config key it sets; a flag left out keeps the YAML's (or the default) value
@@ -17,6 +25,10 @@ _FLAGS = {
     "population": "search.population",
     "seeds": "search.seeds",
     "reevaluate_seeds": "search.reevaluate_seeds",
+    "fitness": "search.fitness",
+    "transfer": "search.transfer",
+    "transfer_betas": "search.transfer_betas",
+    "transfer_seeds": "search.transfer_seeds",
     "proposer": "proposer.kind",
     "prompt_mode": "proposer.prompt_mode",
     "model": "proposer.llm_model",
@@ -99,9 +111,9 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--task", help="imdb (default), digits, cifar10, chat, alpaca, tldr, module:Class or file.py:Class")
     p.add_argument("--preset", help="IMDb size preset: tiny, default, paper")
     p.add_argument("--cache-dir", dest="cache_dir", help="where the prepared IMDb task is cached")
-    p.add_argument("--steps", type=non_negative_int, help="IMDb optimizer steps per run; 0: one epoch")
+    p.add_argument("--steps", type=non_negative_int, help="IMDb optimizer steps per run; > 0 overrides epochs")
     p.add_argument("--data-dir", dest="data_dir", help="cifar10: the local CIFAR-10 copy (python format)")
-    p.add_argument("--epochs", type=positive_int, help="digits / cifar10: training epochs")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (IMDb default 3, digits 8)")
     p.add_argument("--beta", type=beta)
     p.add_argument("--proposer", choices=["auto", "llm", "evolve", "replay"])
     p.add_argument("--prompt-mode", dest="prompt_mode", choices=["paper", "archive"])
@@ -114,6 +126,21 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="torch threads per job")
     p.add_argument("--seeds", type=seeds, help="seeds of a full evaluation, e.g. 0,1,2 (default: the task's)")
     p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", type=seeds, help="seeds for re-evaluating the top 3")
+    p.add_argument(
+        "--fitness",
+        choices=["tuned", "frontier"],
+        help="tuned: at the run's β vs tuned DPO (default); frontier: at the candidate's best grid β vs tuned DPO",
+    )
+    p.add_argument(
+        "--transfer-betas",
+        dest="transfer_betas",
+        type=positive_floats,
+        help="β values the best candidate and DPO are compared at after the search (default: the task's)",
+    )
+    p.add_argument(
+        "--transfer-seeds", dest="transfer_seeds", type=non_negative_int, help="how many held-out seeds; 0: all"
+    )
+    p.add_argument("--no-transfer", dest="transfer", action="store_false", default=None, help="skip the β transfer")
     p.add_argument("--executor", choices=["local", "ray"])
     p.add_argument("--address", help="Ray cluster address (--executor ray)")
     p.add_argument("--isolation", choices=["auto", "bwrap", "unshare", "process"])

@@ -77,7 +77,7 @@ def cmd_task_imdb(args: argparse.Namespace) -> int:
         get_spec(args.against)
     task = prepare(args.preset, args.cache_dir)
     settings = ImdbTrainSettings(loss=args.loss, beta=args.beta, steps=args.steps)
-    settings.lr = args.lr or settings.lr
+    settings.lr, settings.epochs = args.lr or settings.lr, args.epochs or settings.epochs
     if args.against:
         paired = paired_fitness(task, args.loss, args.beta, args.out, args.against, args.seeds, settings)
         n = len(args.seeds)
@@ -136,7 +136,7 @@ def _sweep_imdb(args: argparse.Namespace) -> int:
     losses, loss_fns = _sweep_losses(args.losses)
     task = prepare(args.preset, args.cache_dir)
     base = ImdbTrainSettings(steps=args.steps)
-    base.lr = args.lr or base.lr
+    base.lr, base.epochs = args.lr or base.lr, args.epochs or base.epochs
     rows = sweep(task, losses, list(args.betas), tuple(range(args.seeds)), args.out, base, loss_fns=loss_fns)
     summary = summarise(rows)
     figure = plot_frontier(summary, Path(args.out) / "frontier.png", f"IMDb ({args.preset}): reward vs KL")
@@ -180,7 +180,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = task_sub.add_parser("imdb", help="train one loss at one beta on the IMDb pairs; reward and KL")
     p.add_argument("--loss", default="sigmoid")
     p.add_argument("--beta", type=beta, default=0.05)
-    p.add_argument("--steps", type=non_negative_int, default=0, help="0: one epoch over the pairs")
+    p.add_argument("--steps", type=non_negative_int, default=0, help="optimizer steps; > 0 overrides --epochs")
+    p.add_argument("--epochs", type=positive_float, help="default: the task's (ImdbTrainSettings.epochs)")
     p.add_argument("--lr", type=positive_float, help="default: the task's (ImdbTrainSettings.lr)")
     p.add_argument(
         "--seeds", type=seeds, default="0,1,2",
@@ -200,7 +201,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--losses", default="sigmoid,hinge,discopop", help="registered names or exported FILE.py:NAME")
     p.add_argument("--betas", type=positive_floats, default="0.025,0.05,0.1,0.25")
     p.add_argument("--seeds", type=positive_int, default=1, help="how many seeds: 0, 1, ... N-1")
-    p.add_argument("--steps", type=non_negative_int, default=0, help="optimizer steps per run; 0: one epoch")
+    p.add_argument("--steps", type=non_negative_int, default=0, help="optimizer steps per run; > 0 overrides --epochs")
+    p.add_argument("--epochs", type=positive_float, help="IMDb: default the task's (ImdbTrainSettings.epochs)")
     p.add_argument("--lr", type=positive_float, help="default: the task's (ImdbTrainSettings.lr)")
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/sweep")

@@ -44,7 +44,14 @@ class SearchSection:
     reevaluate_top: int = 3  # the top k of the search, confirmed on held-out seeds against tuned DPO
     reevaluate_seeds: tuple[int, ...] = ()  # held-out seeds (search seeds are dropped); empty: the task's
     baseline_betas: tuple[float, ...] = ()  # β grid DPO is tuned over (the run's β is always in); empty: task's
+    # β transfer of the best candidate against DPO at each β (discovery/transfer.py), on the held-out seeds
+    transfer: bool = True
+    transfer_betas: tuple[float, ...] = ()  # empty: the task's (IMDb: the paper's 0.01..2.5)
+    transfer_seeds: int = 0  # how many of the held-out seeds; 0: all
     duplicate_distance: float = 0.05
+    # tuned: the candidate at the run's β vs tuned DPO; frontier: also trained at the grid's β values once it
+    # passes stage 1, and scored at its own best β vs tuned DPO (discovery/frontier.py)
+    fitness: str = "tuned"
 
 
 @dataclass
@@ -75,7 +82,10 @@ class DiscoveryConfig:
             (self.search.generations >= 0, "search.generations", "must be >= 0"),
             (self.search.population >= 1, "search.population", "must be >= 1"),
             (self.search.beta > 0, "search.beta", "must be > 0"),
+            (self.search.fitness in {"tuned", "frontier"}, "search.fitness", "tuned or frontier"),
             (self.search.stage1_seeds >= 1, "search.stage1_seeds", "must be >= 1"),
+            (all(b > 0 for b in self.search.transfer_betas), "search.transfer_betas", "must all be > 0"),
+            (self.search.transfer_seeds >= 0, "search.transfer_seeds", "must be >= 0"),
             (self.execution.executor in {"local", "ray"}, "execution.executor", "local or ray"),
             (self.execution.threads >= 1, "execution.threads", "must be >= 1"),
             (

@@ -5,6 +5,9 @@ seed, with tuned DPO on the same seeds. For each: the mean paired difference, it
 one-sided p-value of "better than the baseline" (t-test over the seeds). The k p-values are Holm-corrected,
 since k candidates were put to the test; a candidate is called **better** only when its corrected p-value is
 at most alpha (5%). Anything else is "not distinguishable" from the baseline.
+
+``verdict_lines`` turns a run's stored verdict (baseline, confirmations, the β transfer of transfer.py) into
+the lines every view shows first.
 """
 
 from __future__ import annotations
@@ -87,4 +90,39 @@ def verdict_lines(verdict: dict | None) -> list[str]:
         for c in verdict.get("confirmations", []):
             item = Confirmation(**{**c, "seeds": tuple(c["seeds"]), "ci95": c["ci95"] and tuple(c["ci95"])})
             lines.append("  " + item.verdict(name))
+    return lines + transfer_lines(verdict)
+
+
+def transfer_lines(verdict: dict | None) -> list[str]:
+    """The stored transfer as text lines (``runs show``, the report): one per β, candidate minus DPO."""
+    transfer = (verdict or {}).get("transfer")
+    if not transfer or not transfer.get("points"):
+        return []
+    lines = [f"β transfer of {transfer['name']} (held-out seeds {','.join(map(str, transfer['seeds']))}):"]
+    for key in sorted(transfer["points"], key=float):
+        point = transfer["points"][key]
+        if "error" in point:
+            lines.append(f"  β={key}: failed: {point['error']}")
+            continue
+        summary = ", ".join(f"{name} {value:.4f}" for name, value in point["candidate"].items())
+        reference = ", ".join(f"{name} {value:.4f}" for name, value in point["reference"].items())
+        se = f" ± {point['se']:.4f}" if point.get("se") is not None else ""
+        lines.append(
+            f"  β={key}: {summary} vs {transfer['reference']} {reference}: difference {point['difference']:+.4f}{se}"
+        )
     return lines
+
+
+def frontier_summary(verdict: dict | None) -> dict[str, dict]:
+    """The transfer as ``sweep_summary.summarise_frontier`` shapes it ({loss: {points: {β: (reward, KL)}}}), for
+    the reward-vs-KL figure; empty when the task's summaries have no reward and KL."""
+    from podisco.tasks.sweep_summary import frontier_score
+
+    transfer = (verdict or {}).get("transfer") or {}
+    curves: dict[str, dict[float, tuple[float, float]]] = {}
+    for point in (transfer.get("points") or {}).values():
+        for who, label in (("candidate", transfer["name"]), ("reference", transfer["reference"])):
+            summary = point.get(who) or {}
+            if "reward" in summary and "kl" in summary:
+                curves.setdefault(label, {})[point["beta"]] = (summary["reward"], summary["kl"])
+    return {label: {"points": pts, "frontier": frontier_score(list(pts.values()))} for label, pts in curves.items()}

@@ -25,7 +25,7 @@ def confirm_top(state: RunState, executor: Executor, log: Console) -> None:
         return
     if len(heldout) < len(state.reevaluate_seeds):
         log(f"held-out seeds exclude the search seeds: confirming on {','.join(map(str, heldout))}")
-    done = {r["attempt_id"]: r for r in state.archive.reevaluations(state.run_id)}
+    done = {r["attempt_id"] for r in state.archive.reevaluations(state.run_id) if r["metrics"].get("heldout")}
     top = state.archive.best(state.run_id, search.reevaluate_top)
     baseline_beta = state.baseline.beta if state.baseline else search.beta
     ensure_references(state, executor, heldout, [baseline_beta], log)
@@ -33,7 +33,8 @@ def confirm_top(state: RunState, executor: Executor, log: Console) -> None:
     futures = {}
     for a in top:
         if a.id not in done:
-            job = make_job(state, heldout, name=a.name, code=a.code)
+            # at the candidate's own best β under the frontier fitness (frontier.py), else at the run's β
+            job = make_job(state, heldout, beta=a.metrics.get("best_beta"), name=a.name, code=a.code)
             futures[submit(executor, job, state.root / "work" / state.run_id / f"heldout-{a.id}")] = a
     with log.step("held-out confirmation", len(futures), "candidates") as progress:
         for future in as_completed(futures):

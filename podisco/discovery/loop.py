@@ -35,6 +35,7 @@ from podisco.discovery.proposers.base import Context, Proposal, Proposer, Replay
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
 from podisco.discovery.references import tune_baseline
 from podisco.discovery.results import record
+from podisco.discovery.transfer import sweep_beta
 from podisco.errors import PodiscoError
 from podisco.progress import Console
 from podisco.tasks.base import get_task, source_paths, task_options
@@ -139,6 +140,7 @@ def run_discovery(
             if not _generation(state, executor, proposer, generation, log):
                 break
         confirm_top(state, executor, log)
+        sweep_beta(state, executor, log)
         archive.finish_run(run_id)
     finally:
         executor.shutdown()
@@ -339,14 +341,49 @@ def _dispatch(state: RunState, executor: Executor, generation: int, log: Console
             stage1_seeds=state.config.search.stage1_seeds,
             stage_threshold=threshold,
         )
-        futures[submit(executor, job, state.root / "work" / state.run_id / f"attempt-{a.id}")] = a
+        futures[submit(executor, job, _workdir(state, a))] = (a, None)
     label = "seed losses" if seed_stage else f"gen {generation}/{state.config.search.generations}"
+    waiting: dict[int, dict] = {}  # attempt id -> its results so far (frontier fitness: one per grid β)
     with log.step(label, len(futures), "jobs") as progress:
-        for future in as_completed(futures):
-            attempt = futures[future]
-            record(state, attempt, future.result())
+        while futures:
+            future = next(as_completed(futures))
+            (attempt, beta), result = futures.pop(future), future.result()
+            if beta is None and _wants_grid(state, result):  # promoted: now it pays for the rest of the grid
+                waiting[attempt.id] = {"result": result, "grid": {}}
+                for other in _other_betas(state):
+                    job = make_job(state, state.seeds, beta=other, name=attempt.name, code=attempt.code)
+                    futures[submit(executor, job, _workdir(state, attempt, other))] = (attempt, other)
+                continue
+            grid = None
+            if beta is not None:
+                waiting[attempt.id]["grid"][beta] = result
+                if len(waiting[attempt.id]["grid"]) < len(_other_betas(state)):
+                    continue
+                result, grid = waiting[attempt.id]["result"], waiting.pop(attempt.id)["grid"]
+            record(state, attempt, result, grid)
             _log_attempt(state, state.archive.attempt(attempt.id), log)
             progress.advance(note=attempt.name)
+
+
+def _workdir(state: RunState, attempt: Attempt, beta: float | None = None) -> Path:
+    suffix = "" if beta is None else f"-beta{beta:g}"
+    return state.root / "work" / state.run_id / f"attempt-{attempt.id}{suffix}"
+
+
+def _other_betas(state: RunState) -> list[float]:
+    return [b for b in state.baseline_grid if b != state.config.search.beta]
+
+
+def _wants_grid(state: RunState, result: dict) -> bool:
+    """Frontier fitness: a candidate that ran every search seed (it passed stage 1) is trained at the grid too."""
+    return (
+        state.config.search.fitness == "frontier"
+        and state.task.paired
+        and bool(_other_betas(state))
+        and result.get("status") == "evaluated"
+        and result.get("promoted", True)
+        and len(result.get("per_seed", [])) == len(state.seeds)
+    )
 
 
 def _log_attempt(state: RunState, a: Attempt, log) -> None:

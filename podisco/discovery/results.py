@@ -25,7 +25,9 @@ def finish_rows(state: RunState, rows: list[dict], what: str) -> list[dict]:
     return out
 
 
-def record(state: RunState, attempt: Attempt, result: dict) -> None:
+def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, dict] | None = None) -> None:
+    """Finish ``attempt`` with its worker's ``result``; ``grid`` holds its results at the other β values of the
+    baseline grid under the frontier fitness (frontier.py), which then decide its fitness."""
     status = result.get("status", "failed")
     if status == "evaluated":
         what = f"attempt {attempt.id} ({attempt.name})"
@@ -54,7 +56,10 @@ def record(state: RunState, attempt: Attempt, result: dict) -> None:
         rows = result["per_seed"]
         fields["metrics"] = _metrics(state, rows, result)
         fields["seeds"] = [r["seed"] for r in rows]
-        if status == "evaluated":
+        if status == "evaluated" and grid:
+            fitness, fields["metrics"] = _grid_fitness(state, attempt, rows, grid, fields["metrics"])
+            fields["fitness"], fields["fitness_stderr"] = fitness.mean, fitness.se
+        elif status == "evaluated":
             fitness = run_fitness(state, rows)
             fields["fitness"], fields["fitness_stderr"] = fitness.mean, fitness.se
     if status not in ("invalid", "duplicate", "failed", "evaluated"):
@@ -66,6 +71,21 @@ def run_fitness(state: RunState, rows: list[dict]) -> Estimate:
     """The mean of the per-seed fitness (paired with the reference row of the same seed) and its SE."""
     task, references = state.task, state.references
     return estimate([task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows])
+
+
+def _grid_fitness(state: RunState, attempt: Attempt, rows: list[dict], grid: dict[float, dict], metrics: dict):
+    """The frontier fitness: the candidate at its best grid β against tuned DPO (frontier.py)."""
+    from podisco.discovery.frontier import grid_metrics
+
+    rows_by_beta, errors = {state.config.search.beta: rows}, {}
+    for beta, result in grid.items():
+        if result.get("status") == "evaluated" and len(result.get("per_seed", [])) == len(rows):
+            what = f"attempt {attempt.id} ({attempt.name}) at β={beta:g}"
+            rows_by_beta[beta] = finish_rows(state, result["per_seed"], what)
+        else:
+            errors[beta] = (result.get("error") or result.get("status") or "no result").splitlines()[0]
+    _, fitness, extra = grid_metrics(state.task, rows_by_beta, errors, state.config.search.beta, state.references)
+    return fitness, {**metrics, **extra}
 
 
 def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from podisco.discovery.archive import Archive, Attempt
-from podisco.discovery.confirm import verdict_lines
+from podisco.discovery.confirm import frontier_summary, verdict_lines
 from podisco.reporting import run_figures
 from podisco.reporting.html import highlight, text
 
@@ -126,9 +126,18 @@ def _lineage(best: Attempt, by_id: dict[int, Attempt]) -> str:
     return f'<ol class="lineage">{"".join(items)}</ol>'
 
 
+def _frontier_figure(summary: dict[str, dict], title: str) -> str:
+    from podisco.reporting.frontier_plot import plot_frontier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot_frontier(summary, Path(tmp) / "f.png", title)
+        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    return f'<img class="chart" alt="{text(title)}" src="{uri}">'
+
+
 def _frontier(sweep_csvs: Sequence[Path]) -> str:
     """An IMDb sweep's reward-vs-KL frontier, or a judged sweep's score against beta."""
-    from podisco.reporting.frontier_plot import plot_frontier, plot_scores
+    from podisco.reporting.frontier_plot import plot_scores
     from podisco.tasks.sweep_summary import summarise_frontier, summarise_scores
 
     parts = []
@@ -136,14 +145,14 @@ def _frontier(sweep_csvs: Sequence[Path]) -> str:
         with Path(path).open() as f:
             rows = list(csv.DictReader(f))
         name = Path(path).name
-        with tempfile.TemporaryDirectory() as tmp:
-            if rows and "score" in rows[0]:
+        if rows and "score" in rows[0]:
+            with tempfile.TemporaryDirectory() as tmp:
                 png = plot_scores(summarise_scores(rows), Path(tmp) / "s.png", f"judged score ({name})", "score")
-            else:
-                rows = [{**r, **{k: float(r[k]) for k in ("beta", "reward", "kl")}} for r in rows]
-                png = plot_frontier(summarise_frontier(rows), Path(tmp) / "f.png", f"reward vs KL ({name})")
-            uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-        parts.append(f'<img class="chart" alt="sweep of {text(name)}" src="{uri}">')
+                uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+            parts.append(f'<img class="chart" alt="sweep of {text(name)}" src="{uri}">')
+        else:
+            rows = [{**r, **{k: float(r[k]) for k in ("beta", "reward", "kl")}} for r in rows]
+            parts.append(_frontier_figure(summarise_frontier(rows), f"reward vs KL ({name})"))
     return "".join(parts)
 
 
@@ -178,6 +187,9 @@ def build_report(archive: Archive, run_id: str, sweep_csvs: Sequence[str | Path]
     if verdict:  # what held up on held-out seeds, and against which baseline, before anything the search claims
         items = "".join(f"<li>{text(line.strip())}</li>" for line in verdict)
         sections += ["<h2>Verdict</h2>", f'<ul class="verdict">{items}</ul>']
+    transfer = frontier_summary(run.get("verdict"))
+    if transfer:  # the paper's IMDb figure: the best candidate and DPO over a wide β range, held-out seeds
+        sections += ["<h2>β transfer: reward vs KL</h2>", _frontier_figure(transfer, "β transfer (held-out seeds)")]
     sections += [
         "<h2>Fitness per attempt</h2>",
         f'<img class="chart" id="fitness-chart" alt="fitness per attempt" '

@@ -54,3 +54,47 @@ def test_holm_decides_the_verdict():
     assert "better than tuned DPO on 10 held-out seeds" in by_name["strong"].verdict()
     assert headline(results) == "better than tuned DPO: strong (held-out, Holm-corrected)"
     assert headline([by_name["weak"], by_name["null"]]).startswith("no candidate is distinguishable")
+
+
+def test_frontier_fitness_is_the_candidate_at_its_best_grid_beta_against_tuned_dpo():
+    from podisco.discovery.frontier import grid_metrics
+
+    tuned = {"0": _row(0, 0.42, 0.1), "1": _row(1, 0.45, 0.1)}  # scores 0.41 / 0.44
+    rows = {
+        0.05: [_row(0, 0.40, 0.2), _row(1, 0.43, 0.2)],  # -0.03 / -0.03
+        0.1: [_row(0, 0.43, 0.1), _row(1, 0.44, 0.1)],  # +0.01 / -0.01: mean 0
+        0.2: [_row(0, 0.425, 0.05), _row(1, 0.455, 0.05)],  # +0.01 / +0.01
+    }
+    beta, fitness, metrics = grid_metrics(get_task("imdb"), rows, {0.025: "NaN loss"}, 0.05, tuned)
+    assert beta == 0.2 and metrics["best_beta"] == 0.2
+    assert fitness.mean == pytest.approx(0.01) and fitness.se == pytest.approx(0.0, abs=1e-12)
+    assert metrics["grid"]["0.05"]["mean"] == pytest.approx(-0.03)
+    assert metrics["grid"]["0.2"]["reward"] == pytest.approx(0.44)
+    assert metrics["grid"]["0.025"] == {"error": "NaN loss"}
+
+
+def test_transfer_lines_and_frontier_from_a_stored_verdict():
+    from podisco.discovery.confirm import frontier_summary, verdict_lines
+
+    point = {"candidate": {"reward": 0.45, "kl": 0.3}, "reference": {"reward": 0.44, "kl": 0.2}}
+    verdict = {
+        "transfer": {
+            "attempt_id": 7,
+            "name": "gated",
+            "reference": "DPO",
+            "seeds": [100, 101],
+            "points": {
+                "0.5": {"beta": 0.5, **point, "difference": -0.001, "se": 0.002},
+                "0.05": {"beta": 0.05, **point, "difference": 0.004, "se": None},
+                "2.5": {"beta": 2.5, "reference": {"reward": 0.4, "kl": 0.05}, "error": "NaN loss"},
+            },
+        }
+    }
+    lines = verdict_lines(verdict)
+    assert lines[0] == "β transfer of gated (held-out seeds 100,101):"
+    assert lines[1] == "  β=0.05: reward 0.4500, kl 0.3000 vs DPO reward 0.4400, kl 0.2000: difference +0.0040"
+    assert lines[2].endswith("difference -0.0010 ± 0.0020") and lines[3] == "  β=2.5: failed: NaN loss"
+    summary = frontier_summary(verdict)
+    assert summary["gated"]["points"] == {0.5: (0.45, 0.3), 0.05: (0.45, 0.3)}
+    assert summary["DPO"]["points"][2.5] == (0.4, 0.05)
+    assert summary["DPO"]["frontier"] == pytest.approx(0.44 - 0.1 * 0.2)

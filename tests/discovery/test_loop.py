@@ -66,6 +66,7 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
         seeds=(0,),
         reevaluate_top=1,
         reevaluate_seeds=(0, 1),
+        transfer_betas=(0.05, 0.5),
         wall_s=300,
         allow_weak_isolation=True,
     )
@@ -112,6 +113,37 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     assert any(line.startswith("best in the search:") for line in lines)
     system = archive.messages(run_id)[0]["content"]
     assert baseline["description"] in system  # the proposer is told what fitness 0 means
+    # the β transfer of the confirmed (else held-out best) candidate, against DPO at each β on the held-out seed
+    transfer = verdict["transfer"]
+    assert (transfer["name"], transfer["seeds"], sorted(transfer["points"])) == (heldout["name"], [1], ["0.05", "0.5"])
+    assert all({"reward", "kl"} <= set(p["candidate"]) for p in transfer["points"].values())
+    assert len(list((tmp_path / "references").glob("*-seed1.json"))) == 3  # held-out DPO at 0.05, 0.5 and tuned β
+    assert any(line.startswith("β transfer of ") for line in lines)
+
+
+def test_frontier_fitness_scores_each_loss_at_its_best_grid_beta(tiny_cache, tmp_path):
+    config = make_config(
+        preset="tiny",
+        cache_dir=tiny_cache,
+        proposer="evolve",
+        generations=0,
+        fitness="frontier",
+        seeds=(0,),
+        reevaluate_top=0,
+        workers=2,
+        threads=1,
+        allow_weak_isolation=True,
+    )
+    run_id = run_discovery(config, tmp_path, log=lambda message: None)
+    archive = Archive(tmp_path / "archive.sqlite")
+    baseline = archive.run(run_id)["verdict"]["baseline"]
+    seeds = {a.name: a for a in archive.attempts(run_id)}
+    for a in seeds.values():  # every seed loss ran at each β of DPO's grid and is scored at its own best
+        assert sorted(a.metrics["grid"], key=float) == [f"{b:g}" for b in baseline["grid"]]
+        assert a.fitness == pytest.approx(a.metrics["grid"][f"{a.metrics['best_beta']:g}"]["mean"])
+    # DPO at its own best grid β is tuned DPO itself: exactly 0, at tuned DPO's β
+    assert seeds["dpo"].fitness == pytest.approx(0.0, abs=1e-12)
+    assert seeds["dpo"].metrics["best_beta"] == baseline["beta"]
 
 
 def test_hostile_code_past_the_gate_cannot_write_outside_its_work_folder(tmp_path):

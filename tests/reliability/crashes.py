@@ -1,13 +1,14 @@
 """Kill a real discovery run (the parent, or one of its workers) at random moments and check the archive.
 
 Shared by tests/reliability and benchmarks/reliability.py. The run is ``podisco discover`` in a subprocess on
-a small task; invariants after each kill and resume: every attempt that had finished before the kill is kept
-unchanged (none lost, none redone), no (generation, slot) twice, and the finished run has exactly as many
-attempts as an unbroken one.
+a small task; invariants after each kill and resume: every attempt, held-out run and β-transfer point that had
+finished before the kill is kept unchanged (none lost, none redone), no (generation, slot) twice, one held-out
+run per candidate, and the finished run has exactly as many attempts as an unbroken one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -22,13 +23,22 @@ from podisco.discovery.archive import Archive
 def command(root: Path, run_id: str, task_args: list[str], *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "podisco.cli", "discover", *task_args, "--proposer", "evolve",
-        "--generations", "2", "--population", "2", "--seeds", "0", "--reevaluate-seeds", "0",
+        "--generations", "2", "--population", "2", "--seeds", "0", "--reevaluate-seeds", "0,1",
+        "--transfer-betas", "0.05,0.2",
         "--workers", "2", "--threads", "1", "--root", str(root), "--run", run_id, *extra,
     ]  # fmt: skip
 
 
-def _snapshot(archive: Archive, run_id: str) -> dict[int, tuple]:
-    return {a.id: (a.status, a.finished, a.fitness) for a in archive.attempts(run_id) if a.status != "proposed"}
+def _snapshot(archive: Archive, run_id: str) -> dict[str, object]:
+    """What is finished: attempts, held-out runs, and the β-transfer points stored in the run's verdict."""
+    done: dict[str, object] = {
+        f"attempt {a.id}": (a.status, a.finished, a.fitness) for a in archive.attempts(run_id) if a.status != "proposed"
+    }
+    done.update({f"held-out run {r['id']}": (r["created"], r["fitness"]) for r in archive.reevaluations(run_id)})
+    transfer = ((archive.run(run_id) or {}).get("verdict") or {}).get("transfer") or {}
+    for beta, point in (transfer.get("points") or {}).items():
+        done[f"transfer at β={beta}"] = json.dumps(point, sort_keys=True)
+    return done
 
 
 def _workers(marker: str) -> list[int]:
@@ -101,13 +111,15 @@ def kill_and_resume(
             process.communicate()
         before = _snapshot(archive, run_id)
         records.append({"kill": k + 1, "after_s": round(delay, 1), "killed": killed_what, "finished_before": before})
-    after = archive.attempts(run_id)
+    after, final = archive.attempts(run_id), _snapshot(archive, run_id)
     problems = []
     for record in records:
-        for attempt_id, state in record["finished_before"].items():
-            now = next((a for a in after if a.id == attempt_id), None)
-            if now is None or (now.status, now.finished, now.fitness) != state:
-                problems.append(f"kill {record['kill']}: attempt {attempt_id} lost or redone")
+        for what, state in record["finished_before"].items():
+            if final.get(what) != state:
+                problems.append(f"kill {record['kill']}: {what} lost or redone")
+    heldout = [r["attempt_id"] for r in archive.reevaluations(run_id)]
+    if len(heldout) != len(set(heldout)):
+        problems.append("a candidate was run on the held-out seeds twice")
     if len(after) != expected:
         problems.append(f"{len(after)} attempts, expected {expected}")
     if len({(a.generation, a.slot) for a in after}) != len(after):

@@ -120,7 +120,9 @@ def paired_fitness(
     )
 
 
-SWEEP_FIELDS = ("loss", "beta", "seed", "reward", "kl", "kl_penalised")
+# margin_*: where training left βρ on the training pairs (evaluate.margin_summary); blank for runs cached before.
+MARGIN_FIELDS = ("margin_q10", "margin_median", "margin_q90", "margin_above_basin")
+SWEEP_FIELDS = ("loss", "beta", "seed", "reward", "kl", "kl_penalised", *MARGIN_FIELDS)
 
 
 def sweep(
@@ -151,8 +153,16 @@ def sweep(
                         "reward": result.reward,
                         "kl": result.kl,
                         "kl_penalised": kl_penalised(result.reward, result.kl),
+                        **{key: result.per_seed[0].get(key, "") for key in MARGIN_FIELDS},
                     }
                 )
-                log(f"{loss} beta={beta:g} seed={seed}: reward {result.reward:.4f}, KL {result.kl:.4f}")
+                margins = result.per_seed[0]
+                where = (
+                    f", βρ median {margins['margin_median']:+.3f}, {margins['margin_above_basin']:.0%} above "
+                    "DiscoPOP's basin"
+                    if "margin_median" in margins
+                    else ""
+                )
+                log(f"{loss} beta={beta:g} seed={seed}: reward {result.reward:.4f}, KL {result.kl:.4f}{where}")
     write_csv(out / "sweep.csv", rows, SWEEP_FIELDS)
     return rows
