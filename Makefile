@@ -7,6 +7,7 @@ OUT ?= runs/losses
 BETA ?= 0.05
 GENERATIONS ?= 2
 POPULATION ?= 4
+TRANSFER_SEEDS ?= 2
 
 .PHONY: run losses test lint format clean
 
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 
 # The default discovery run: evolve (no LLM needed) on the built-in IMDb task, a small budget.
 run: $(STAMP)
-	$(VENV)/bin/podisco discover --generations $(GENERATIONS) --population $(POPULATION)
+	$(VENV)/bin/podisco discover --generations $(GENERATIONS) --population $(POPULATION) --transfer-seeds $(TRANSFER_SEEDS)
 
 losses: $(STAMP)
 	$(VENV)/bin/podisco losses analyze --beta $(BETA) --out $(OUT)

@@ -91,6 +91,8 @@ def cmd_discover(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.resume and not args.run:
         raise PodiscoError("--resume needs --run RUN_ID (see podisco runs list)")
     config = discover_config(args, overrides)
+    # a run's lines as they happen, also into a log file (`podisco discover > run.log`), not a buffer at a time
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     # a progress line with an ETA where someone watches a terminal; a log gets the per-attempt lines only
     run_id = run_discovery(config, args.root, args.run, args.resume, progress=sys.stderr.isatty())
     print(f"archive: {Path(args.root) / 'archive.sqlite'} (run {run_id}); config: {args.root}/configs/{run_id}.yaml")

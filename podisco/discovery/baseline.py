@@ -40,10 +40,16 @@ class Baseline:
         if not self.tuned:
             return f"{name} at β={self.task_beta:g} (untuned: no β grid)"
         grid = ", ".join(f"{b:g}" for b in self.grid)
+        # at an end of the grid the optimum may lie beyond it: the baseline is then only as tuned as the grid
+        edge = "; at the grid's edge: a wider --search.baseline_betas may tune it further" if self.at_edge else ""
         return (
             f"{name} at its best β={self.beta:g} of {{{grid}}} ({self.gain:+.4f} over β={self.task_beta:g} on "
-            f"seeds {','.join(map(str, self.seeds))})"
+            f"seeds {','.join(map(str, self.seeds))}{edge})"
         )
+
+    @property
+    def at_edge(self) -> bool:
+        return self.tuned and self.beta in (min(self.grid), max(self.grid))
 
     def to_json(self) -> dict:
         return {

@@ -23,7 +23,10 @@ def test_tuned_dpo_is_the_grid_beta_with_the_best_mean_score():
     assert baseline.gains[0.05] == 0.0
     assert baseline.gain == pytest.approx(((0.41 - 0.40) + (0.44 - 0.42)) / 2)
     assert baseline.gains[0.2] == pytest.approx(((0.43 - 0.40) + (0.38 - 0.42)) / 2)
-    assert "best β=0.1 of {0.05, 0.1, 0.2} (+0.0150 over β=0.05" in baseline.describe()
+    assert "best β=0.1 of {0.05, 0.1, 0.2} (+0.0150 over β=0.05 on seeds 0,1)" in baseline.describe()
+    assert not baseline.at_edge
+    edge = tune(get_task("imdb"), {**rows, 0.2: {"0": _row(0, 0.5, 0.05), "1": _row(1, 0.5, 0.05)}}, 0.05, (0, 1))
+    assert edge.beta == 0.2 and edge.at_edge and "at the grid's edge" in edge.describe()
 
 
 def test_a_grid_of_one_beta_is_the_untuned_baseline():
