@@ -25,7 +25,7 @@ from podisco.stats import estimate, format_estimate
 def transfer_betas(state: RunState) -> tuple[float, ...]:
     """The config's β values, else the task's (``transfer_betas``); empty: no transfer stage."""
     search = state.config.search
-    if not search.transfer:
+    if not search.transfer or search.reevaluate_top <= 0:  # no held-out stage asked for: no stage after it
         return ()
     return tuple(search.transfer_betas or getattr(state.task, "transfer_betas", ()))
 

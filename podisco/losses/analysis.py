@@ -76,13 +76,17 @@ def _bind(loss: LossLike, params: Mapping[str, float] | None) -> tuple[str, Call
 
 
 def _pair_loss(fn: Callable[..., torch.Tensor], beta: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """rho (a 0-d tensor) -> the loss of one pair with margin rho, split evenly between l_w and l_l."""
-    ones = torch.ones(1, dtype=torch.float64)
+    """rho (a 0-d tensor) -> the loss of one pair with margin rho, split evenly between l_w and l_l.
+
+    The pair is evaluated in a batch of two identical pairs: a loss with batch statistics (the paper's DBAQL
+    and AQFL take ``.var()`` / ``.std()`` of the batch) is then defined (variance 0, as ``numerics.batch_var``
+    gives a batch of one), and every per-pair loss is unchanged."""
+    ones = torch.ones(2, dtype=torch.float64)
 
     def f(rho: torch.Tensor) -> torch.Tensor:
-        half = (rho / 2).reshape(1)
+        half = (rho / 2).reshape(1).expand(2)
         zero = torch.zeros_like(half)
-        return fn(half, -half, zero, zero, beta=beta, chosen_lengths=ones, rejected_lengths=ones).sum()
+        return fn(half, -half, zero, zero, beta=beta, chosen_lengths=ones, rejected_lengths=ones)[0]
 
     return f
 

@@ -31,3 +31,15 @@ def test_each_record_is_the_registered_loss(record, beta):
     pc, pr, rc, rr = (torch.randn(16, generator=generator) * 3 for _ in range(4))
     expected = get_loss(record["name"])(pc, pr, rc, rr, beta=beta)
     torch.testing.assert_close(candidate(pc, pr, rc, rr, beta=beta), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_statistics_losses_get_a_fingerprint_and_a_curve():
+    """DBAQL and AQFL take .var() / .std() of the batch: the one-pair curve is taken in a batch of two identical
+    pairs, so both are fingerprinted (dedup works); only AQFL's curvature (std at zero spread) is undefined,
+    which leaves out its extrema with the reason instead of rejecting a loss that trains."""
+    from podisco.discovery.child.worker import _shape_summary
+
+    for record in RECORDS:
+        summary = _shape_summary(preference_loss(record["code"]), 0.05)
+        assert summary["shape"]["nearest_known"][0][0] == record["name"]
+        assert ("analysis_error" in summary["shape"]) == (record["name"] == "aqfl"), record["name"]

@@ -37,22 +37,24 @@ def _error_text(error: BaseException) -> str:
 
 def _shape_summary(loss, beta: float) -> dict[str, Any]:
     """Fingerprint, extrema, nearest known losses, and f / df/drho on a grid: the report draws the curves
-    from the archive, never by running candidate code itself."""
+    from the archive, never by running candidate code itself. Extrema and convexity need the curvature, which a
+    loss with batch statistics may not have (std of identical margins): then they are left out, with the reason."""
     from podisco.losses.analysis import DEFAULT_RHO_RANGE, analyze, curve, fingerprint, nearest_known
 
-    shape = analyze(loss, beta)
     rho = np.linspace(*DEFAULT_RHO_RANGE, _CURVE_GRID)
     values, grads = curve(loss, beta, rho)
-    return {
-        "fingerprint": fingerprint(loss, beta).tolist(),
-        "shape": {
-            "extrema": [{"kind": e.kind, "rho": e.rho, "value": e.value} for e in shape.extrema],
-            "grad_at_zero": shape.grad_at_zero,
-            "convex": shape.convex,
-            "nearest_known": nearest_known(loss, beta, k=3),
-            "curve": {"rho": rho.tolist(), "f": values.tolist(), "grad": grads.tolist()},
-        },
+    shape: dict[str, Any] = {
+        "nearest_known": nearest_known(loss, beta, k=3),
+        "curve": {"rho": rho.tolist(), "f": values.tolist(), "grad": grads.tolist()},
     }
+    try:
+        found = analyze(loss, beta)
+    except ValueError as error:
+        shape["analysis_error"] = str(error)
+    else:
+        shape["extrema"] = [{"kind": e.kind, "rho": e.rho, "value": e.value} for e in found.extrema]
+        shape["grad_at_zero"], shape["convex"] = found.grad_at_zero, found.convex
+    return {"fingerprint": fingerprint(loss, beta).tolist(), "shape": shape}
 
 
 def _training_curve(metrics_path: Path) -> dict[str, list[float]]:
@@ -107,9 +109,11 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
         try:
             result.update(_shape_summary(loss_fn if loss_fn is not None else job.loss, job.beta))
         except Exception as error:
-            return {**result, "status": "invalid", "error": f"analysing the loss curve failed: {_error_text(error)}"}
+            # The battery already found the loss finite and differentiable on real batches; a curve that is not
+            # (std of identical margins has a NaN second derivative, say) costs the shape and the dedup only.
+            result["flags"] = {**result.get("flags", {}), "shape_unavailable": _error_text(error)}
         timings["analysis_s"] = time.perf_counter() - start
-        if job.code and job.dedup:
+        if job.code and job.dedup and "fingerprint" in result:
             duplicate = _duplicate_of(result, job, fingerprint_distance)
             if duplicate is not None:
                 return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
