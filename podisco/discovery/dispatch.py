@@ -31,3 +31,20 @@ def submit(executor: Executor, job: Job, workdir: Path) -> Future:
     done: Future = Future()
     done.set_result(result)
     return done
+
+
+def submit_per_seed(executor: Executor, state: RunState, seeds, workdir: Path, **fields) -> list[Future]:
+    """One job per seed (``workdir-seedN``): a 10-seed held-out run spreads over the workers, fits the per-job
+    deadline that one seed's run was sized for, and a resumed run keeps every seed that finished."""
+    return [
+        submit(executor, make_job(state, [seed], **fields), workdir.with_name(f"{workdir.name}-seed{seed}"))
+        for seed in seeds
+    ]
+
+
+def merge_seed_results(results: list[dict]) -> dict:
+    """Per-seed results as one: evaluated only when every seed was, the rows in seed order, the first error."""
+    failed = next((r for r in results if r.get("status") != "evaluated"), None)
+    if failed is not None:
+        return {"status": failed.get("status", "failed"), "error": failed.get("error") or "no result"}
+    return {"status": "evaluated", "per_seed": [row for r in results for row in r.get("per_seed", [])]}

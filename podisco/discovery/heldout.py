@@ -7,7 +7,7 @@ from concurrent.futures import as_completed
 
 from podisco.discovery.config import RunState
 from podisco.discovery.confirm import confirm, headline
-from podisco.discovery.dispatch import make_job, submit
+from podisco.discovery.dispatch import merge_seed_results, submit_per_seed
 from podisco.discovery.executors import Executor
 from podisco.discovery.references import ensure_references, update_verdict
 from podisco.discovery.results import finish_rows
@@ -30,17 +30,31 @@ def confirm_top(state: RunState, executor: Executor, log: Console) -> None:
     baseline_beta = state.baseline.beta if state.baseline else search.beta
     ensure_references(state, executor, heldout, [baseline_beta], log)
     references = state.reference_rows.get(baseline_beta, {})
-    futures = {}
-    for a in top:
-        if a.id not in done:
-            # at the candidate's own best β under the frontier fitness (frontier.py), else at the run's β
-            job = make_job(state, heldout, beta=a.metrics.get("best_beta"), name=a.name, code=a.code)
-            futures[submit(executor, job, state.root / "work" / state.run_id / f"heldout-{a.id}")] = a
-    with log.step("held-out confirmation", len(futures), "candidates") as progress:
-        for future in as_completed(futures):
-            a, result = futures[future], future.result()
+    todo = {a.id: a for a in top if a.id not in done}
+    runs = {
+        # at the candidate's own best β under the frontier fitness (frontier.py), else at the run's β
+        a.id: submit_per_seed(
+            executor,
+            state,
+            heldout,
+            state.root / "work" / state.run_id / f"heldout-{a.id}",
+            beta=a.metrics.get("best_beta"),
+            name=a.name,
+            code=a.code,
+        )
+        for a in todo.values()
+    }
+    owner = {future: todo[aid] for aid, futures in runs.items() for future in futures}
+    left = {aid: len(futures) for aid, futures in runs.items()}
+    with log.step("held-out confirmation", len(owner), "runs") as progress:
+        for future in as_completed(owner):
+            a = owner[future]
             progress.advance(note=a.name)
-            if result.get("status") != "evaluated" or len(result.get("per_seed", [])) < len(heldout):
+            left[a.id] -= 1
+            if left[a.id]:  # counted, not f.done(): two seeds finishing together must not merge twice
+                continue
+            result = merge_seed_results([f.result() for f in runs[a.id]])
+            if result["status"] != "evaluated":
                 log(f"held-out run of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
                 continue
             rows = finish_rows(state, result["per_seed"], f"the held-out run of {a.name}")

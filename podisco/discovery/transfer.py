@@ -14,7 +14,7 @@ from concurrent.futures import as_completed
 
 from podisco.discovery.archive import Attempt
 from podisco.discovery.config import RunState
-from podisco.discovery.dispatch import make_job, submit
+from podisco.discovery.dispatch import merge_seed_results, submit_per_seed
 from podisco.discovery.executors import Executor
 from podisco.discovery.references import ensure_references, update_verdict
 from podisco.discovery.results import finish_rows
@@ -65,17 +65,30 @@ def sweep_beta(state: RunState, executor: Executor, log: Console) -> None:
     if not missing:
         return
     ensure_references(state, executor, seeds, missing, log)
-    futures = {}
-    for beta in missing:
-        job = make_job(state, seeds, beta=beta, name=subject.name, code=subject.code)
-        workdir = state.root / "work" / state.run_id / f"transfer-{subject.id}-beta{beta:g}"
-        futures[submit(executor, job, workdir)] = beta
-    with log.step(f"β transfer of {subject.name}", len(futures), "β values") as progress:
-        for future in as_completed(futures):
-            beta, result = futures[future], future.result()
+    runs = {
+        beta: submit_per_seed(
+            executor,
+            state,
+            seeds,
+            state.root / "work" / state.run_id / f"transfer-{subject.id}-beta{beta:g}",
+            beta=beta,
+            name=subject.name,
+            code=subject.code,
+        )
+        for beta in missing
+    }
+    owner = {future: beta for beta, futures in runs.items() for future in futures}
+    left = {beta: len(futures) for beta, futures in runs.items()}
+    with log.step(f"β transfer of {subject.name}", len(owner), "runs") as progress:
+        for future in as_completed(owner):
+            beta = owner[future]
+            progress.advance(note=f"β={beta:g}")
+            left[beta] -= 1
+            if left[beta]:  # counted, not f.done(): two seeds finishing together must not merge twice
+                continue
+            result = merge_seed_results([f.result() for f in runs[beta]])
             points[f"{beta:g}"] = _point(state, subject, beta, seeds, result, log)
             update_verdict(state, transfer=stored)  # one β at a time: a kill loses at most the βs in flight
-            progress.advance(note=f"β={beta:g}")
 
 
 def _point(state: RunState, subject: Attempt, beta: float, seeds, result: dict, log: Console) -> dict:

@@ -101,3 +101,12 @@ def test_transfer_lines_and_frontier_from_a_stored_verdict():
     assert summary["gated"]["points"] == {0.5: (0.45, 0.3), 0.05: (0.45, 0.3)}
     assert summary["DPO"]["points"][2.5] == (0.4, 0.05)
     assert summary["DPO"]["frontier"] == pytest.approx(0.44 - 0.1 * 0.2)
+
+
+def test_per_seed_results_merge_in_seed_order_and_fail_as_one():
+    from podisco.discovery.dispatch import merge_seed_results
+
+    ok = [{"status": "evaluated", "per_seed": [_row(s, 0.4, 0.1)]} for s in (100, 101)]
+    assert [r["seed"] for r in merge_seed_results(ok)["per_seed"]] == [100, 101]
+    killed = {"status": "failed", "error": "the job ran past its wall-clock limit of 900 s and was killed"}
+    assert merge_seed_results([ok[0], killed, ok[1]]) == killed
