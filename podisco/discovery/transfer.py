@@ -49,6 +49,7 @@ def _subject(state: RunState) -> Attempt | None:
 
 
 def sweep_beta(state: RunState, executor: Executor, log: Console) -> None:
+    """Train the subject and the reference loss at every transfer β still missing from the verdict."""
     betas, seeds = transfer_betas(state), transfer_seeds(state)
     if not (state.task.paired and betas and seeds):
         return
@@ -102,7 +103,8 @@ def _point(state: RunState, subject: Attempt, beta: float, seeds, result: dict, 
         return {**point, "error": error}
     rows = finish_rows(state, result["per_seed"], f"the β-transfer run of {subject.name} at β={beta:g}")
     difference = estimate([task.seed_fitness(r, references[str(r["seed"])]) for r in rows])
-    log(f"β transfer: {subject.name} at β={beta:g} minus DPO at β={beta:g}: {format_estimate(difference)}")
+    name = "DPO" if task.reference_loss == "sigmoid" else task.reference_loss
+    log(f"β transfer: {subject.name} minus {name}, both at β={beta:g}: {format_estimate(difference)}")
     return {
         **point,
         "candidate": task.summarise(rows),
