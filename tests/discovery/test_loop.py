@@ -79,13 +79,13 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     attempts = {(a.generation, a.slot): a for a in archive.attempts(run_id)}
     assert len(attempts) == 4 + 6 and all(a.status != "proposed" for a in attempts.values())
     assert [attempts[(0, s)].status for s in range(4)] == ["evaluated"] * 4
-    # tuned DPO: the reference trained at β x (0.5, 1, 2, 4); the DPO seed (at the run's β) scores minus what
+    # tuned DPO: the reference trained at β x (0.5, 1, 2, 4, 10, 20); the DPO seed (at the run's β) scores minus what
     # tuning bought, and exactly 0 when the run's β won
     verdict = archive.run(run_id)["verdict"]
     baseline = verdict["baseline"]
-    assert baseline["grid"] == [0.025, 0.05, 0.1, 0.2] and baseline["beta"] in baseline["grid"]
+    assert baseline["grid"] == [0.025, 0.05, 0.1, 0.2, 0.5, 1.0] and baseline["beta"] in baseline["grid"]
     assert attempts[(0, 0)].fitness == pytest.approx(-baseline["gains"][str(baseline["beta"])], abs=1e-12)
-    assert len(list((tmp_path / "references").glob("*-seed0.json"))) == 4  # one DPO run per β of the grid
+    assert len(list((tmp_path / "references").glob("*-seed0.json"))) == 6  # one DPO run per β of the grid
     # DPO at 3β: no grid β to stand in for it, so it is trained, and labelled for what it is
     assert attempts[(1, 0)].name == "sharp_logistic" and attempts[(1, 0)].status == "evaluated"
     assert attempts[(1, 0)].rescaling == "≈ sigmoid at β×3"
@@ -117,7 +117,8 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     transfer = verdict["transfer"]
     assert (transfer["name"], transfer["seeds"], sorted(transfer["points"])) == (heldout["name"], [1], ["0.05", "0.5"])
     assert all({"reward", "kl"} <= set(p["candidate"]) for p in transfer["points"].values())
-    assert len(list((tmp_path / "references").glob("*-seed1.json"))) == 3  # held-out DPO at 0.05, 0.5 and tuned β
+    held_out_betas = {0.05, 0.5, baseline["beta"]}  # held-out DPO at the transfer βs and at tuned DPO's
+    assert len(list((tmp_path / "references").glob("*-seed1.json"))) == len(held_out_betas)
     assert any(line.startswith("β transfer of ") for line in lines)
 
 
