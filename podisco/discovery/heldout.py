@@ -10,7 +10,7 @@ from podisco.discovery.confirm import confirm, headline
 from podisco.discovery.dispatch import merge_seed_results, submit_per_seed
 from podisco.discovery.executors import Executor
 from podisco.discovery.references import ensure_references, update_verdict
-from podisco.discovery.results import finish_rows
+from podisco.discovery.results import finish_rows, seed_differences
 from podisco.progress import Console
 from podisco.stats import estimate, format_estimate
 
@@ -58,7 +58,7 @@ def confirm_top(state: RunState, executor: Executor, log: Console) -> None:
                 log(f"held-out run of {a.name} failed: {(result.get('error') or '').splitlines()[:1]}")
                 continue
             rows = finish_rows(state, result["per_seed"], f"the held-out run of {a.name}")
-            diffs = [state.task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows]
+            diffs = seed_differences(state, rows, references)
             fitness = estimate(diffs)
             metrics = {"per_seed": rows, "differences": diffs, "heldout": True, "baseline_beta": baseline_beta}
             state.archive.add_reevaluation(a.id, [r["seed"] for r in rows], fitness.mean, fitness.se, metrics)

@@ -67,10 +67,14 @@ def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, di
     state.archive.finish(attempt.id, status, **fields)
 
 
+def seed_differences(state: RunState, rows: list[dict], references: dict[str, dict]) -> list[float]:
+    """Each row's fitness, paired with the reference row of the same seed (``references``: seed -> row)."""
+    return [state.task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows]
+
+
 def run_fitness(state: RunState, rows: list[dict]) -> Estimate:
-    """The mean of the per-seed fitness (paired with the reference row of the same seed) and its SE."""
-    task, references = state.task, state.references
-    return estimate([task.seed_fitness(r, references.get(str(r["seed"]))) for r in rows])
+    """The mean of the per-seed fitness (paired with tuned DPO's row of the same seed) and its SE."""
+    return estimate(seed_differences(state, rows, state.references))
 
 
 def _grid_fitness(state: RunState, attempt: Attempt, rows: list[dict], grid: dict[float, dict], metrics: dict):

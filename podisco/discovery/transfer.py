@@ -17,7 +17,7 @@ from podisco.discovery.config import RunState
 from podisco.discovery.dispatch import merge_seed_results, submit_per_seed
 from podisco.discovery.executors import Executor
 from podisco.discovery.references import ensure_references, update_verdict
-from podisco.discovery.results import finish_rows
+from podisco.discovery.results import finish_rows, seed_differences
 from podisco.progress import Console
 from podisco.stats import estimate, format_estimate
 
@@ -102,7 +102,7 @@ def _point(state: RunState, subject: Attempt, beta: float, seeds, result: dict, 
         log(f"β transfer: {subject.name} at β={beta:g} failed: {error}")
         return {**point, "error": error}
     rows = finish_rows(state, result["per_seed"], f"the β-transfer run of {subject.name} at β={beta:g}")
-    difference = estimate([task.seed_fitness(r, references[str(r["seed"])]) for r in rows])
+    difference = estimate(seed_differences(state, rows, references))
     name = "DPO" if task.reference_loss == "sigmoid" else task.reference_loss
     log(f"β transfer: {subject.name} minus {name}, both at β={beta:g}: {format_estimate(difference)}")
     return {
