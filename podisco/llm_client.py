@@ -9,6 +9,9 @@ Choices worth knowing:
 - A reply larger than ``max_reply_bytes`` is not retried: it almost always means a misconfigured endpoint.
 - Proxies (``HTTPS_PROXY``) are not used; ``http.client`` connects directly.
 - ``usage["requests"]`` counts every HTTP request, failed ones included; ``usage["replies"]`` the successes.
+- Structured output degrades step by step: a JSON schema (``response_format: json_schema``, which OpenAI, vLLM
+  and llama.cpp accept) when the caller gives one, else JSON mode, else plain text. A 400 that names the
+  response format drops one step, and the client remembers it for every later call.
 - The API key is read at call time, never stored, and scrubbed from every error message.
 """
 
@@ -36,7 +39,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 class LLMSettings:
     """Where and how to ask; the defaults suit the OpenAI API, a local server needs only ``base_url``.
 
-    A call makes at most ``1 + max_retries`` requests, plus one when the server rejects JSON mode."""
+    A call makes at most ``1 + max_retries`` requests, plus one per response format the server rejects.
+    ``max_tokens`` None leaves the length to the server; a small model that rambles needs a cap."""
 
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o"
@@ -53,7 +57,8 @@ class LLMSettings:
 
 @dataclass
 class ChatReply:
-    """The assistant's text plus what it cost; ``latency_s`` spans all attempts of this call."""
+    """The assistant's text plus what it cost; ``latency_s`` spans all attempts of this call; ``mode`` is the
+    response format the answered request used (json_schema, json_object or text)."""
 
     text: str
     prompt_tokens: int
@@ -61,6 +66,7 @@ class ChatReply:
     latency_s: float
     attempts: int
     finish_reason: str | None
+    mode: str = "text"
 
 
 class LLMError(PodiscoError):
@@ -103,21 +109,28 @@ class ChatClient:
         self._path = parts.path.rstrip("/") + "/chat/completions"
         self._sleep = sleep
         self._lock = threading.Lock()
-        self.json_mode_supported = True
+        self.rejected_formats: set[str] = set()  # response formats this endpoint answered with a 400
         self.usage: dict[str, int] = {"requests": 0, "replies": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
-    def chat(self, messages: list[dict[str, str]]) -> ChatReply:
-        """Send ``messages``; retry transient faults with backoff, raise LLMError on the rest or when out of tries."""
+    def response_mode(self, schema: dict | None = None) -> str:
+        """The format the next request asks for: the most structured one the endpoint has not refused."""
+        wanted = (["json_schema"] if schema is not None else []) + (["json_object"] if self.settings.json_mode else [])
+        return next((mode for mode in wanted if mode not in self.rejected_formats), "text")
+
+    def chat(self, messages: list[dict[str, str]], schema: dict | None = None) -> ChatReply:
+        """Send ``messages``; retry transient faults with backoff, raise LLMError on the rest or when out of tries.
+
+        ``schema`` (a JSON Schema of the reply object) asks for structured output where the endpoint has it."""
         s = self.settings
         start = time.monotonic()
         attempts = retries = 0
         while True:
-            use_json = s.json_mode and self.json_mode_supported
+            mode = self.response_mode(schema)
             attempts += 1
             with self._lock:
                 self.usage["requests"] += 1
             try:
-                status, headers, body = self._post(self._payload(messages, use_json))
+                status, headers, body = self._post(self._payload(messages, mode, schema))
                 if status == 200:
                     text, finish, prompt_tokens, completion_tokens = _parse_reply(body)
                     break
@@ -126,8 +139,9 @@ class ChatClient:
                     raise _Transient(f"server busy or failing: {message}", status, _retry_after(headers))
                 message = _server_message(body)
                 lowered = message.lower()
-                if status == 400 and use_json and ("response_format" in lowered or "json" in lowered):
-                    self.json_mode_supported = False  # JSON mode unsupported: ask once more without it
+                refused_format = any(word in lowered for word in ("response_format", "json", "schema"))
+                if status == 400 and mode != "text" and refused_format:
+                    self.rejected_formats.add(mode)  # this format is unsupported: ask once more, one step plainer
                     continue
                 raise self._error(f"the server refused the request: {message or '(empty body)'}", status, attempts)
             except _TooLarge as exc:
@@ -148,14 +162,19 @@ class ChatClient:
             self.usage["replies"] += 1
             self.usage["prompt_tokens"] += prompt_tokens
             self.usage["completion_tokens"] += completion_tokens
-        return ChatReply(text, prompt_tokens, completion_tokens, time.monotonic() - start, attempts, finish)
+        return ChatReply(text, prompt_tokens, completion_tokens, time.monotonic() - start, attempts, finish, mode)
 
-    def _payload(self, messages: list[dict[str, str]], use_json: bool) -> bytes:
+    def _payload(self, messages: list[dict[str, str]], mode: str, schema: dict | None) -> bytes:
         s = self.settings
         payload: dict[str, Any] = {"model": s.model, "messages": messages, "temperature": s.temperature}
         if s.max_tokens is not None:
             payload["max_tokens"] = s.max_tokens
-        if use_json:
+        if mode == "json_schema":
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "strict": True, "schema": schema},
+            }
+        elif mode == "json_object":
             payload["response_format"] = {"type": "json_object"}
         return json.dumps(payload).encode("utf-8")
 

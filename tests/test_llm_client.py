@@ -190,7 +190,41 @@ def test_json_mode_falls_back_once_and_remembers() -> None:
     sent = [r.json for r in server.requests]
     assert sent[0]["response_format"] == {"type": "json_object"}
     assert "response_format" not in sent[1] and "response_format" not in sent[2]
-    assert client.json_mode_supported is False
+    assert client.rejected_formats == {"json_object"}
+
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+def test_schema_first_then_json_mode_then_text_remembered() -> None:
+    """An endpoint without structured output: schema -> JSON mode -> plain text, each step once per client."""
+    with FakeLLMServer([reply('{"name": "a"}')], formats=()) as server:
+        client = make_client(server, [])
+        first = client.chat(MESSAGES, schema=SCHEMA)
+        second = client.chat(MESSAGES, schema=SCHEMA)
+    kinds = [(r.json.get("response_format") or {}).get("type") for r in server.requests]
+    assert kinds == ["json_schema", "json_object", None, None]
+    assert (first.mode, first.attempts, second.mode, second.attempts) == ("text", 3, "text", 1)
+    assert client.rejected_formats == {"json_schema", "json_object"}
+
+
+def test_schema_is_sent_as_openai_json_schema() -> None:
+    with FakeLLMServer([reply('{"name": "a"}')]) as server:
+        result = make_client(server, [], max_tokens=256).chat(MESSAGES, schema=SCHEMA)
+    sent = server.requests[0].json
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "strict": True, "schema": SCHEMA},
+    }
+    assert sent["max_tokens"] == 256 and (result.mode, result.attempts) == ("json_schema", 1)
+
+
+def test_endpoint_with_json_mode_only_keeps_json_mode() -> None:
+    with FakeLLMServer([reply("{}")], formats=("json_object",)) as server:
+        client = make_client(server, [])
+        assert client.chat(MESSAGES, schema=SCHEMA).mode == "json_object"
+        assert client.chat(MESSAGES, schema=SCHEMA).mode == "json_object"
+    assert len(server.requests) == 3 and client.rejected_formats == {"json_schema"}
 
 
 def test_other_400_is_not_a_json_mode_problem() -> None:

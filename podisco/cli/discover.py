@@ -33,6 +33,11 @@ _FLAGS = {
     "prompt_mode": "proposer.prompt_mode",
     "model": "proposer.llm_model",
     "base_url": "proposer.llm_base_url",
+    "llm_temperature": "proposer.llm_temperature",
+    "llm_max_tokens": "proposer.llm_max_tokens",
+    "llm_timeout": "proposer.llm_timeout_s",
+    "llm_retries": "proposer.llm_retries",
+    "local_model": "proposer.local_model",
     "replay": "proposer.replay_file",
     "seed": "proposer.seed",
     "executor": "execution.executor",
@@ -121,6 +126,22 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-mode", dest="prompt_mode", choices=["paper", "archive"])
     p.add_argument("--model", help="LLM model (also $PODISCO_LLM_MODEL)")
     p.add_argument("--base-url", dest="base_url", help="OpenAI-compatible endpoint (also $PODISCO_LLM_BASE_URL)")
+    p.add_argument("--llm-temperature", dest="llm_temperature", type=float, help="sampling temperature (default 1)")
+    p.add_argument(
+        "--llm-max-tokens",
+        dest="llm_max_tokens",
+        type=non_negative_int,
+        help="cap on a reply's tokens; 0: the server's",
+    )
+    p.add_argument("--llm-timeout", dest="llm_timeout", type=float, help="seconds per request (default 120)")
+    p.add_argument(
+        "--llm-retries", dest="llm_retries", type=non_negative_int, help="retries of a failed request (default 6)"
+    )
+    p.add_argument(
+        "--local-model",
+        dest="local_model",
+        help="a GGUF file: start llama.cpp's server on 127.0.0.1 for this run (needs podisco[local-llm])",
+    )
     p.add_argument("--replay", help="JSONL of recorded replies for --proposer replay")
     p.add_argument("--generations", type=non_negative_int)
     p.add_argument("--population", type=positive_int, help="proposals per generation")

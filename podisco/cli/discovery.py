@@ -55,6 +55,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     for line in verdict_lines(run.get("verdict")):  # what held up on held-out seeds comes first
         print(line)
     print("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    from podisco.discovery.archive import proposer_cost
+
+    cost = proposer_cost(attempts)
+    if cost:
+        print(f"  LLM: {cost}")
     rows = []
     for a in sorted(attempts, key=lambda a: -(a.fitness if a.fitness is not None else float("-inf"))):
         fitness = "-" if a.fitness is None else f"{a.fitness:+.4f}"
@@ -86,8 +91,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise PodiscoError(f"run {args.run!r} has no evaluated attempt")
         # Prefer the ranking after re-evaluation with more seeds.
         attempt = archive.attempt(reevaluated[0]["attempt_id"]) if reevaluated else best[0]
-    path = export_attempt(attempt, output_file(args.output, "-o"))
+    path = export_attempt(attempt, output_file(args.output, "-o"), format=args.format)
     print(f"wrote {path} ({attempt.name}, fitness {attempt.fitness})")
+    if args.format == "trl":  # the file's docstring has the rest
+        print(f"use it with TRL: from {path.stem} import make_trainer_class; make_trainer_class(trl.DPOTrainer)")
     return 0
 
 
@@ -160,11 +167,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.set_defaults(func=cmd_serve)
 
-    p = commands.add_parser("export", help="write a discovered loss as a Python file for --loss FILE:NAME")
+    p = commands.add_parser("export", help="write a discovered loss as a Python file for --loss FILE:NAME or TRL")
     p.add_argument("run")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--best", action="store_true", help="the best attempt (the default)")
     which.add_argument("--attempt", type=int, help="a given attempt id instead (see podisco runs show RUN)")
+    p.add_argument(
+        "--format",
+        choices=("podisco", "trl"),
+        default="podisco",
+        help="podisco: the function, for --loss FILE:NAME; trl: also a DPOTrainer subclass for TRL 1.16 (needs "
+        "only torch, not podisco)",
+    )
     p.add_argument("-o", "--output", default="loss.py")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.set_defaults(func=cmd_export)

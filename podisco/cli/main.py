@@ -1,12 +1,12 @@
-"""`podisco <command>`: the command line. Builds the parser from the command groups (losses, train, tasks, discovery);
-nothing imports this module but ``__main__.py`` and the console script."""
+"""`podisco <command>`: the command line. Builds the parser from the command groups (losses, train, tasks, discovery,
+llm); nothing imports this module but ``__main__.py`` and the console script."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from podisco.cli import discovery, losses, tasks, train
+from podisco.cli import discovery, llm, losses, tasks, train
 from podisco.cli.common import PROG, Parser, UsageError, print_error, quiet_libraries, usage_error
 from podisco.errors import PodiscoError
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_commands(commands)
     discovery.add_commands(commands)
     train.add_commands(commands)
+    llm.add_commands(commands)
     return parser
 
 

@@ -400,3 +400,25 @@ def _attempt(row: sqlite3.Row) -> Attempt:
             values[key] = json.loads(values[key])
     values["metrics"] = values.get("metrics") or {}
     return Attempt(**values)
+
+
+def proposer_cost(attempts: Sequence[Attempt]) -> str | None:
+    """What the LLM cost, from the calls stored with the attempts: replies, tokens in and out, time, and the
+    response formats used; None when no attempt came from an LLM call."""
+    calls = [a.llm_tokens for a in attempts if a.llm_tokens]
+    if not calls:
+        return None
+    prompt = sum(int(c.get("prompt", 0)) for c in calls)
+    completion = sum(int(c.get("completion", 0)) for c in calls)
+    requests = sum(int(c.get("requests", 0)) for c in calls)
+    timed = [float(c["latency_s"]) for c in calls if c.get("latency_s") is not None]
+    modes: dict[str, int] = {}
+    for c in calls:
+        if c.get("mode"):
+            modes[c["mode"]] = modes.get(c["mode"], 0) + 1
+    text = f"{len(calls)} replies ({requests} requests): {prompt} prompt + {completion} completion tokens"
+    if timed:
+        text += f", {sum(timed):.0f} s waiting ({sum(timed) / len(timed):.1f} s per reply)"
+    if modes:
+        text += "; formats " + ", ".join(f"{mode} {n}" for mode, n in sorted(modes.items()))
+    return text

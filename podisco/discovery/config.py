@@ -29,6 +29,13 @@ class ProposerSection:
     prompt_mode: str = "paper"  # llm: "paper" (the paper's conversation) or "archive"
     llm_model: str = ""
     llm_base_url: str = ""
+    # the request: a CPU-served 1.5B model took 147 s for one reply, so the timeout and a length cap must be
+    # the user's; llm_retries bounds the retries of one request (timeouts, 429/5xx, dropped connections)
+    llm_temperature: float = 1.0
+    llm_max_tokens: int = 0  # 0: the server's default
+    llm_timeout_s: float = 120.0
+    llm_retries: int = 6
+    local_model: str = ""  # a GGUF file: the run starts llama.cpp's server on 127.0.0.1 for itself (llm_local.py)
     replay_file: str = ""
     seed: int = 0  # random seed of the evolve proposer
 
@@ -79,6 +86,10 @@ class DiscoveryConfig:
         checks = [
             (self.proposer.kind in {"auto", "llm", "evolve", "replay"}, "proposer.kind", "auto, llm, evolve, replay"),
             (self.proposer.prompt_mode in {"paper", "archive"}, "proposer.prompt_mode", "paper or archive"),
+            (self.proposer.llm_temperature >= 0, "proposer.llm_temperature", "must be >= 0"),
+            (self.proposer.llm_max_tokens >= 0, "proposer.llm_max_tokens", "must be >= 0 (0: the server's)"),
+            (self.proposer.llm_timeout_s > 0, "proposer.llm_timeout_s", "must be > 0"),
+            (self.proposer.llm_retries >= 0, "proposer.llm_retries", "must be >= 0"),
             (self.search.generations >= 0, "search.generations", "must be >= 0"),
             (self.search.population >= 1, "search.population", "must be >= 1"),
             (self.search.beta > 0, "search.beta", "must be > 0"),

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from podisco.discovery.archive import Archive, Attempt, code_hash
@@ -31,6 +31,7 @@ from podisco.discovery.executors import (
     default_workers,
 )
 from podisco.discovery.heldout import confirm_top
+from podisco.discovery.proposers import prompts
 from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
 from podisco.discovery.references import tune_baseline
@@ -54,7 +55,22 @@ def make_proposer(config: DiscoveryConfig) -> Proposer:
 
     section = config.proposer
     kind = section.kind
-    settings = settings_from_env(section.llm_model or None, section.llm_base_url or None)
+    settings = replace(
+        settings_from_env(section.llm_model or None, section.llm_base_url or None),
+        temperature=section.llm_temperature,
+        max_tokens=section.llm_max_tokens or None,
+        timeout_s=section.llm_timeout_s,
+        max_retries=section.llm_retries,
+    )
+    if section.local_model:  # llama.cpp on 127.0.0.1, started at the first proposal, stopped with the run
+        from podisco.local_llm import LocalLLMServer, check_gguf, require_local_llm
+
+        if kind not in ("auto", "llm"):
+            raise PodiscoError(f"--local-model needs --proposer llm, not {kind}")
+        require_local_llm()
+        # 8192 tokens of context: the paper-mode conversation grows by a reply and its feedback per proposal
+        server = LocalLLMServer(check_gguf(section.local_model), ctx_size=8192)
+        return LLMProposer(mode=section.prompt_mode, local=server, settings=settings)
     if kind == "auto":  # an LLM only when one was named: a stray OPENAI_API_KEY must not start spending
         named = section.llm_model or section.llm_base_url or os.environ.get("PODISCO_LLM_MODEL")
         kind = "llm" if named and llm_configured(settings) else "evolve"
@@ -144,6 +160,9 @@ def run_discovery(
         archive.finish_run(run_id)
     finally:
         executor.shutdown()
+        close = getattr(proposer, "close", None)
+        if close is not None:  # a local LLM server the proposer started
+            close()
     _log_outcome(state, log)
     return run_id
 
@@ -253,10 +272,12 @@ def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Pro
             parsed = parse_proposal(proposal.reply)
             name, thought, code = parsed.name, parsed.thought, parsed.code
         except ProposalError as parse_error:
+            cut = (proposal.llm_tokens or {}).get("finish_reason") == "length"
+            hint = " (the reply was cut off at the token limit: raise --llm-max-tokens)" if cut else ""
             name, thought, error = (
                 "(unparsed reply)",
                 proposal.reply[:20000],
-                f"the reply could not be used: {parse_error}",
+                f"the reply could not be used: {parse_error}{hint}",
             )
     if error is None:
         try:
@@ -275,7 +296,7 @@ def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Pro
     rejected = [a for a in same if a.status == "invalid"]
     if rejected and not settled:  # the same code fails the same way: no worker needed to say so again
         first = rejected[0]
-        reason = f"the same code as attempt {first.id} ({first.name}): {first.error}"
+        reason = f"it is identical to attempt {first.id} ({first.name}), which could not be used either: {first.error}"
         archive.finish(attempt_id, "invalid", error=reason)
     elif settled:
         archive.finish(
@@ -283,7 +304,7 @@ def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Pro
             "duplicate",
             duplicate_of=f"attempt:{settled[0].id} {settled[0].name}",
             fitness=settled[0].fitness,
-            error="the same code as an earlier attempt",
+            error=prompts.SAME_CODE,
         )
     return attempt_id
 

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from podisco.discovery.archive import Archive, Attempt
+from podisco.discovery.archive import Archive, Attempt, proposer_cost
 from podisco.discovery.confirm import frontier_summary, verdict_lines
 from podisco.reporting import run_figures
 from podisco.reporting.html import highlight, text
@@ -169,17 +169,13 @@ def build_report(archive: Archive, run_id: str, sweep_csvs: Sequence[str | Path]
     counts = {
         s: sum(a.status == s for a in attempts) for s in ("evaluated", "duplicate", "invalid", "failed", "proposed")
     }
-    tokens = {"prompt": 0, "completion": 0, "requests": 0}
-    for a in attempts:
-        for key in tokens:
-            tokens[key] += int((a.llm_tokens or {}).get(key, 0))
     facts = {
         "run": run_id,
         "task": f"{run['task']} v{run['task_version']}",
         "isolation": run["isolation"],
         "state": "finished" if run["finished"] else "in progress",
         "attempts": ", ".join(f"{n} {s}" for s, n in counts.items() if n),
-        "LLM tokens": f"{tokens['prompt']} prompt + {tokens['completion']} completion in {tokens['requests']} requests",
+        "LLM": proposer_cost(attempts) or "none (no LLM calls)",
         "config": json.dumps(config, sort_keys=True),
     }
     sections = []

@@ -2,7 +2,11 @@
 
 Each POST to ``/v1/chat/completions`` consumes one step of the script; a step is an action (``reply``,
 ``status``, ``sleep``, ``drop``, ``raw``, ``empty_choices``) or a callable ``(request_json) -> action``. When the
-script is used up the server asks ``default(request_json)`` if given, else repeats the last step::
+script is used up the server asks ``default(request_json)`` if given, else repeats the last step.
+
+Like a real endpoint, it checks the request first: a malformed ``response_format``, ``max_tokens`` or
+``temperature`` is answered with a 400 (not consuming a step), as is a response format not in ``formats``
+(default: both json_schema and json_object), with the message llama.cpp-style servers send::
 
     with FakeLLMServer([status(429, headers={"Retry-After": "2"}), reply('{"name": "x"}')]) as server:
         client = ChatClient(LLMSettings(base_url=server.base_url))
@@ -118,9 +122,15 @@ class RecordedRequest:
 class FakeLLMServer:
     """A real ThreadingHTTPServer on an ephemeral port in a daemon thread; use it as a context manager."""
 
-    def __init__(self, script: Sequence[Step] = (), default: Callable[[Any], Action] | None = None) -> None:
+    def __init__(
+        self,
+        script: Sequence[Step] = (),
+        default: Callable[[Any], Action] | None = None,
+        formats: Sequence[str] = ("json_schema", "json_object"),
+    ) -> None:
         self.script = list(script)
         self.default = default
+        self.formats = tuple(formats)
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._next = 0
@@ -171,6 +181,31 @@ class FakeLLMServer:
         return step(request.json)
 
 
+def _request_problem(request: Any, formats: Sequence[str]) -> str | None:
+    """What a strict OpenAI-compatible server would refuse in this request, or None."""
+    if not isinstance(request, dict):
+        return None  # scripts test what the client does with odd bodies; the client never sends one
+    max_tokens = request.get("max_tokens")
+    if "max_tokens" in request and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        return f"max_tokens must be a positive integer, got {max_tokens!r}"
+    temperature = request.get("temperature")
+    if "temperature" in request and not (isinstance(temperature, int | float) and 0 <= temperature <= 2):
+        return f"temperature must be a number in [0, 2], got {temperature!r}"
+    if "response_format" not in request:
+        return None
+    fmt = request["response_format"]
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("json_object", "json_schema", "text"):
+        return f"response_format.type must be text, json_object or json_schema, got {fmt!r}"
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("schema"), dict)):
+            return "response_format json_schema needs json_schema.name and json_schema.schema (an object)"
+    if kind != "text" and kind not in formats:
+        return f"response_format {kind} is not supported"
+    return None
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeLLMServer
@@ -198,6 +233,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}).encode())
             return
         fake = self.server.fake
+        problem = _request_problem(parsed, fake.formats)
+        if problem is not None:
+            with fake._lock:
+                fake.requests.append(RecordedRequest(self.path, headers, body, parsed))
+            self._send(400, json.dumps({"error": {"message": problem, "type": "invalid_request_error"}}).encode())
+            return
         action = fake._record_and_choose(RecordedRequest(self.path, headers, body, parsed))
         while isinstance(action, Sleep):
             if fake._stopping.wait(action.seconds):

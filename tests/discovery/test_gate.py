@@ -129,7 +129,7 @@ REJECTED = [
     ("alias_module", body("t = torch", "return t.save"), "line 2: torch may only be used as torch.<operation>"),
     # torch, F and math: only vetted operations
     ("torch_save", body("logits = 1", "torch.save(logits, '/tmp/x')", "return logits"), "line 3: torch.save is"),
-    ("torch_load", body("return torch.load('/etc/passwd')"), "line 2: torch.load is not allowed: only vetted"),
+    ("torch_load", body("return torch.load('/etc/passwd')"), "line 2: torch.load is not allowed. Only torch.NAME"),
     ("torch_from_file", body("return torch.from_file('/etc/passwd')"), "line 2: torch.from_file is not allowed"),
     ("torch_hub", body("return torch.hub.load('a', 'b')"), "line 2: torch.hub.load is not allowed"),
     ("cpp_extension", body("return torch.utils.cpp_extension.load_inline('a', 'b')"), "torch.utils.cpp_extension"),

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from podisco.discovery.archive import Archive
+from podisco.discovery.archive import Archive, proposer_cost
 from podisco.discovery.boundary.job import Job
 from podisco.discovery.boundary.sandbox import Limits, detect_isolation, run_sandboxed
 from podisco.discovery.executors import ExecutionSettings, execute
@@ -105,7 +105,10 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     assert [m["role"] for m in messages[:3]] == ["system", "user", "assistant"]
     feedback = "\n".join(m["content"] for m in messages if m["role"] == "user")
     assert "could not be used" in feedback and "fitness" in feedback
-    assert all(r.json["response_format"] == {"type": "json_object"} for r in requests)
+    assert all(r.json["response_format"]["type"] == "json_schema" for r in requests)  # structured output
+    call = attempts[(1, 0)].llm_tokens  # every reply's cost is kept: tokens, requests, time, format
+    assert call["mode"] == "json_schema" and call["latency_s"] >= 0 and call["requests"] >= 2
+    assert "replies" in proposer_cost(list(attempts.values()))
     (heldout,) = archive.reevaluations(run_id)  # the top 1, on the held-out seed 1 (0 was searched)
     assert heldout["seeds"] == [1] and heldout["metrics"]["heldout"]
     assert verdict["confirmations"][0]["name"] == heldout["name"] and "headline" in verdict
@@ -189,6 +192,36 @@ def test_evolve_on_digits_finds_something_as_fit_as_its_seeds(tmp_path):
     assert len(evolved) == 4 and all("static gate" not in (a.error or "") for a in evolved)
     assert max(a.fitness or 0 for a in evolved) >= max(seeds) - 0.02
     assert "archive:" in done.stdout
+
+
+SQUARED_ERROR_REWRITES = [
+    "def brier(logits, targets):\n    p = torch.softmax(logits, dim=1)\n"
+    "    return ((p - F.one_hot(targets, p.shape[1]).float()) ** 2).sum(dim=1) * 3 + 1\n",
+    "def brier_expanded(logits, targets):\n    p = torch.exp(logits - torch.logsumexp(logits, 1, keepdim=True))\n"
+    "    return (p * p).sum(1) - 2 * p.gather(1, targets.unsqueeze(1)).squeeze(1)\n",
+    "def focal(logits, targets):\n    ce = F.cross_entropy(logits, targets, reduction='none')\n"
+    "    return (1 - torch.exp(-ce)) ** 2 * ce\n",
+]
+
+
+def test_rewrites_of_a_classification_loss_are_not_trained_again(tmp_path):
+    """Behavioural dedup on digits: two rewrites of the squared-error seed stop before training, with its
+    fitness; a loss that behaves differently (focal) is trained."""
+    replay = tmp_path / "replies.jsonl"
+    replay.write_text(
+        "".join(json.dumps({"name": f"r{i}", "code": c}) + "\n" for i, c in enumerate(SQUARED_ERROR_REWRITES))
+    )
+    command = _digits_command(tmp_path, "dedup", "--replay", str(replay), "--no-transfer", "--reevaluate-seeds", "1")
+    command[command.index("evolve")] = "replay"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    attempts = {a.name: a for a in Archive(tmp_path / "archive.sqlite").attempts("dedup")}
+    seed = attempts["squared_error"]
+    for rewrite in ("r0", "r1"):
+        assert attempts[rewrite].status == "duplicate", attempts[rewrite].error
+        assert attempts[rewrite].duplicate_of == f"attempt:{seed.id} squared_error"
+        assert attempts[rewrite].fitness == seed.fitness
+    assert attempts["r2"].status == "evaluated"
 
 
 @pytest.mark.parametrize("isolation", sorted({"process", detect_isolation()}))

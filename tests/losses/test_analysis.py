@@ -157,3 +157,24 @@ def test_a_loss_that_goes_nan_is_named():
 
     with pytest.raises(ValueError, match=r"non-finite value at rho = 10"):
         analyze(nan_for_positive_margins, 0.05)
+
+
+def test_classification_fingerprint_merges_rewrites_and_keeps_distinct_losses_apart():
+    from podisco.losses.analysis import CLASSIFICATION_DUPLICATE_DISTANCE, classification_fingerprint
+    from podisco.losses.classification import get_classification_loss
+
+    def brier_scaled(logits, targets):  # the squared error, times 3, plus 1: the same training
+        p = torch.softmax(logits, -1)
+        return ((p - torch.nn.functional.one_hot(targets, p.shape[-1]).to(p)) ** 2).sum(-1) * 3 + 1
+
+    def brier_expanded(logits, targets):  # sum p^2 - 2 p_y: the squared error less a constant 1
+        p = torch.exp(logits - logits.logsumexp(-1, keepdim=True))
+        return (p**2).sum(-1) - 2 * p.gather(1, targets[:, None]).squeeze(1)
+
+    fp = {name: classification_fingerprint(get_classification_loss(name)) for name in ("cross_entropy",
+          "label_smoothing", "squared_error")}  # fmt: skip
+    for rewrite in (brier_scaled, brier_expanded):
+        assert fingerprint_distance(fp["squared_error"], classification_fingerprint(rewrite)) < 1e-5
+    # label smoothing 0.1 is 0.078 from cross-entropy: kept apart, as the paper's CIFAR-10 discovery needs
+    assert fingerprint_distance(fp["cross_entropy"], fp["label_smoothing"]) > 50 * CLASSIFICATION_DUPLICATE_DISTANCE
+    assert fingerprint_distance(fp["cross_entropy"], fp["squared_error"]) > 0.5

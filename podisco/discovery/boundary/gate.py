@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import difflib
 
 MAX_CODE_CHARS = 8000
 
@@ -114,6 +115,14 @@ _FORBIDDEN_NODES = {
 _IMPORT_HINT = "only `import torch`, `import torch.nn.functional as F` and `import math` are allowed"
 
 
+def _allowed_hint(root: str, wanted: str) -> str:
+    """What *is* allowed instead, so the proposer can fix its code: close names first, then the vetted list."""
+    vetted = sorted(_MODULES[root])
+    close = difflib.get_close_matches(wanted, vetted, n=3, cutoff=0.75)
+    guess = f"Did you mean {', '.join(f'{root}.{c}' for c in close)}? " if close else ""
+    return f"{guess}Only {root}.NAME with one of these NAMEs may be used: {' '.join(vetted)}."
+
+
 def _reject(node: ast.AST | None, message: str) -> GateError:
     line = getattr(node, "lineno", None)
     return GateError(f"line {line}: {message}" if line else message)
@@ -164,8 +173,7 @@ def _check_attribute(node: ast.Attribute, local_names: set[str]) -> bool:
         if root == "torch" and rest[:2] == ["nn", "functional"] and len(rest) == 3:
             root, rest = "F", rest[2:]
         if len(rest) != 1 or rest[0] not in _MODULES[root]:
-            name = ".".join(chain)
-            raise _reject(node, f"{name} is not allowed: only vetted tensor operations of {root} may be used")
+            raise _reject(node, f"{'.'.join(chain)} is not allowed. {_allowed_hint(root, rest[-1] if rest else '')}")
         return True
     # A method or attribute of a value (a tensor): everything but what leaves tensor maths.
     if attr in FORBIDDEN_TENSOR_METHODS:

@@ -88,7 +88,11 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     from podisco.discovery.boundary.gate import GateError
     from podisco.discovery.child.battery import BatteryError
     from podisco.discovery.child.candidate import CandidateError
-    from podisco.losses.analysis import fingerprint_distance
+    from podisco.losses.analysis import (
+        CLASSIFICATION_DUPLICATE_DISTANCE,
+        classification_fingerprint,
+        fingerprint_distance,
+    )
     from podisco.stats import estimate
     from podisco.tasks.base import task_from_spec
 
@@ -113,10 +117,20 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
             # (std of identical margins has a NaN second derivative, say) costs the shape and the dedup only.
             result["flags"] = {**result.get("flags", {}), "shape_unavailable": _error_text(error)}
         timings["analysis_s"] = time.perf_counter() - start
-        if job.code and job.dedup and "fingerprint" in result:
-            duplicate = _duplicate_of(result, job, fingerprint_distance)
-            if duplicate is not None:
-                return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
+    elif task.kind == "classification" and loss_fn is not None:
+        start = time.perf_counter()
+        try:
+            result["fingerprint"] = classification_fingerprint(loss_fn).tolist()
+        except Exception as error:  # the battery passed it: a probe it cannot take costs the dedup only
+            result["flags"] = {**result.get("flags", {}), "shape_unavailable": _error_text(error)}
+        timings["analysis_s"] = time.perf_counter() - start
+    if job.code and job.dedup and "fingerprint" in result:
+        # rewrites of a known loss stop here instead of training again
+        threshold = job.duplicate_distance if task.kind == "preference" else CLASSIFICATION_DUPLICATE_DISTANCE
+        duplicate = _duplicate_of(result, job, fingerprint_distance, threshold)
+        if duplicate is not None:
+            return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
+        if task.kind == "preference":
             start = time.perf_counter()
             result["rescaling"] = _rescaling_of(loss_fn, job, task.reference_loss)
             timings["rescaling_s"] = time.perf_counter() - start
@@ -148,18 +162,19 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     return {**result, "status": "evaluated", "per_seed": rows, "promoted": result.get("promoted", True)}
 
 
-def _duplicate_of(result: dict, job: Job, distance) -> tuple[str, float] | None:
+def _duplicate_of(result: dict, job: Job, distance, threshold: float) -> tuple[str, float] | None:
     """The closest archive entry, or registered loss whose fitness the run knows, within the duplicate
     distance. A candidate that behaves like a registered loss nobody measured here is trained: its fitness
     would otherwise be unknown (measured: torch.exp(-beta * rho) behaves like CELL and scored third of 20)."""
     mine = np.asarray(result["fingerprint"])
     candidates = [(label, distance(mine, np.asarray(fp))) for label, fp in job.known.items()]
     measured = set(job.registry_measured)
-    candidates += [(f"registry:{name}", d) for name, d in result["shape"]["nearest_known"] if name in measured]
+    nearest = result.get("shape", {}).get("nearest_known", [])  # preference losses: the registered ones
+    candidates += [(f"registry:{name}", d) for name, d in nearest if name in measured]
     if not candidates:
         return None
     label, best = min(candidates, key=lambda item: item[1])
-    return (label, best) if best < job.duplicate_distance else None
+    return (label, best) if best < threshold else None
 
 
 def _rescaling_of(loss_fn, job: Job, reference_loss: str) -> dict[str, Any] | None:

@@ -25,6 +25,8 @@ class Proposal:
     thought: str = ""
     code: str = ""
     parents: list[int] = field(default_factory=list)
+    # the LLM call behind ``reply``: tokens in (prompt) and out (completion), HTTP requests, latency_s (all
+    # attempts), the response format used (mode) and finish_reason; stored with the attempt
     llm_tokens: dict | None = None
     error: str | None = None  # the proposer could not produce anything (e.g. the LLM endpoint failed)
 

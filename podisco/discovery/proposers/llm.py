@@ -9,20 +9,49 @@ so ``--resume`` continues it instead of starting over.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from podisco.discovery.archive import Attempt
 from podisco.discovery.proposers import prompts
 from podisco.discovery.proposers.base import Context, Proposal
-from podisco.llm_client import ChatClient, LLMError
+from podisco.llm_client import ChatClient, LLMError, LLMSettings
+from podisco.local_llm import LocalLLMServer
 
 
 class LLMProposer:
+    """``client`` asks the model; or ``local`` (a ``LocalLLMServer`` not yet started) and ``settings``: the
+    server starts at the first proposal, so a run that fails while preparing never loads the model, and
+    ``close()`` (run_discovery calls it whatever happens) stops it."""
+
     kind = "llm"
 
-    def __init__(self, client: ChatClient, mode: str = "paper", top_k: int = 5, diverse_k: int = 3) -> None:
+    def __init__(
+        self,
+        client: ChatClient | None = None,
+        mode: str = "paper",
+        top_k: int = 5,
+        diverse_k: int = 3,
+        local: LocalLLMServer | None = None,
+        settings: LLMSettings | None = None,
+    ) -> None:
         if mode not in ("paper", "archive"):
             raise ValueError(f"prompt mode must be 'paper' or 'archive', got {mode!r}")
+        if client is None and (local is None or settings is None):
+            raise ValueError("an LLM proposer needs a client, or a local server and the settings to ask it with")
         self.client, self.mode, self.top_k, self.diverse_k = client, mode, top_k, diverse_k
+        self.local, self.settings = local, settings
+
+    def _client(self) -> ChatClient:
+        if self.client is None:
+            assert self.local is not None and self.settings is not None
+            self.local.start()
+            endpoint = {"base_url": self.local.base_url, "model": self.local.model_name}
+            self.client = ChatClient(replace(self.settings, **endpoint))
+        return self.client
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.stop()
 
     # the conversation lives in the archive's message log
     def _conversation(self, context: Context) -> list[dict[str, str]]:
@@ -45,13 +74,20 @@ class LLMProposer:
                 self._say(context, "user", prompts.next_request(context.slot == 0))
             messages = self._conversation(context)
         try:
-            reply = self.client.chat(messages)
+            reply = self._client().chat(messages, schema=prompts.REPLY_SCHEMA)
         except LLMError as error:
             return Proposal(error=f"the LLM endpoint failed: {error}")
-        tokens = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens, "requests": reply.attempts}
+        call = {
+            "prompt": reply.prompt_tokens,
+            "completion": reply.completion_tokens,
+            "requests": reply.attempts,
+            "latency_s": round(reply.latency_s, 3),
+            "mode": reply.mode,
+            "finish_reason": reply.finish_reason,
+        }
         if self.mode == "paper":
             self._say(context, "assistant", reply.text)
-        return Proposal(reply=reply.text, llm_tokens=tokens)
+        return Proposal(reply=reply.text, llm_tokens=call)
 
     def feedback(self, context: Context, attempts: Sequence[Attempt]) -> None:
         """Paper mode: one user message with the outcome of each of the generation's proposals."""
@@ -75,4 +111,6 @@ class LLMProposer:
         everything = archive.attempts(run)
         errors = [a for a in everything if a.status in ("invalid", "failed", "duplicate")][-5:]
         proposed = [a.name for a in everything if a.generation == context.generation]
-        return prompts.archive_digest(top, diverse, errors, proposed)
+        seeds = context.task.seed_archive()
+        example = prompts.example_reply(*next(iter(seeds.items()))) if seeds else ""
+        return prompts.archive_digest(top, diverse, errors, proposed, example)

@@ -15,6 +15,15 @@ from podisco.discovery.archive import Attempt
 from podisco.tasks.base import Kind
 from podisco.tasks.seeds import CLASSIFICATION_SIGNATURE, PREFERENCE_SIGNATURE
 
+# The reply object as a JSON Schema, for endpoints with structured output: SmolLM2-135M parsed 0 of 4 replies in
+# plain JSON mode (it sent only "thought") and 3 of 4 with this schema.
+REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {"thought": {"type": "string"}, "name": {"type": "string"}, "code": {"type": "string"}},
+    "required": ["thought", "name", "code"],
+    "additionalProperties": False,
+}
+
 
 def system_prompt(kind: Kind, fitness_meaning: str, baseline: str = "") -> str:
     if kind == "classification":
@@ -58,20 +67,41 @@ def first_message(evaluated: Sequence[Attempt]) -> str:
 
 
 def feedback_message(attempt: Attempt, best: float | None) -> str:
-    """The paper's feedback for each outcome: fitness, invalid code, failed training, duplicate."""
+    """The paper's feedback for each outcome: fitness, invalid code, failed training, duplicate. A resubmission
+    is answered with the earlier attempt and its outcome, so the model learns something new from it."""
     if attempt.status == "evaluated":
         ci = f" +- {attempt.fitness_stderr:.4f} (standard error)" if attempt.fitness_stderr else ""
         best_text = f" The best so far is {best:.4f}." if best is not None else ""
         return f"Your loss {attempt.name!r} was trained and evaluated: fitness {attempt.fitness:.4f}{ci}.{best_text}"
     if attempt.status == "duplicate":
-        fitness = f" (fitness {attempt.fitness:.4f})" if attempt.fitness is not None else ""
+        fitness = f", which scored fitness {attempt.fitness:.4f}" if attempt.fitness is not None else ""
+        how = "is the same code as" if attempt.error == SAME_CODE else "behaves like"
         return (
-            f"Your loss {attempt.name!r} behaves like {attempt.duplicate_of}{fitness}, so it was not trained. "
-            "Propose something substantially different."
+            f"Your loss {attempt.name!r} {how} {_earlier(attempt.duplicate_of or '')}{fitness}, so it was not "
+            "trained again. Propose something substantially different."
         )
     if attempt.status == "invalid":
-        return f"Your code for {attempt.name!r} could not be used: {_first_lines(attempt.error)} Please fix it."
-    return f"Training or evaluating {attempt.name!r} failed: {_first_lines(attempt.error)}"
+        reason = _sentence(_first_lines(attempt.error))
+        return f"Your code for {attempt.name!r} could not be used: {reason} Please fix it."
+    return f"Training or evaluating {attempt.name!r} failed: {_sentence(_first_lines(attempt.error))}"
+
+
+# the error text of an attempt whose code is identical to an earlier one (loop._admit)
+SAME_CODE = "the same code as an earlier attempt"
+
+
+def _earlier(duplicate_of: str) -> str:
+    """``attempt:12 name`` (an archive entry) -> ``attempt 12 (name)``; a registered loss's label as it is."""
+    if duplicate_of.startswith("attempt:"):
+        number, _, name = duplicate_of[len("attempt:") :].partition(" ")
+        return f"attempt {number} ({name})" if name else f"attempt {number}"
+    return duplicate_of
+
+
+def _sentence(text: str) -> str:
+    """End ``text`` with a full stop, so the next sentence does not run into it ("got (8, 10) Please fix it")."""
+    text = text.rstrip()
+    return text if not text or text[-1] in ".!?" else text + "."
 
 
 def next_request(generation_full: bool) -> str:
@@ -80,8 +110,18 @@ def next_request(generation_full: bool) -> str:
     return "While that one is evaluated, propose another loss function, different from your last one."
 
 
+def example_reply(name: str, code: str) -> str:
+    """One worked example of a valid reply (archive mode shows it: a small model copies a format it has seen)."""
+    thought = f"A worked example of the format only: {name}, one of the losses already measured."
+    return json.dumps({"thought": thought, "name": name, "code": code})
+
+
 def archive_digest(
-    top: Sequence[Attempt], diverse: Sequence[Attempt], errors: Sequence[Attempt], proposed: Sequence[str]
+    top: Sequence[Attempt],
+    diverse: Sequence[Attempt],
+    errors: Sequence[Attempt],
+    proposed: Sequence[str],
+    example: str = "",
 ) -> str:
     """Archive mode: one self-contained message per request, so long runs never overflow the context."""
 
@@ -109,6 +149,8 @@ def archive_digest(
         parts += [f"- {a.name}: {a.status}: {_first_lines(a.error or a.duplicate_of or '')}" for a in errors]
     if proposed:
         parts.append("Already proposed in this round (do not repeat): " + ", ".join(proposed))
+    if example:
+        parts += ["A valid reply looks like this (the format, not an idea to repeat):", example]
     parts.append("Propose one new loss function.")
     return "\n".join(parts)
 
@@ -117,6 +159,6 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
-def _first_lines(text: str | None, limit: int = 600) -> str:
+def _first_lines(text: str | None, limit: int = 2500) -> str:  # room for the gate's list of vetted names
     text = (text or "").strip()
     return text if len(text) <= limit else text[:limit] + " ..."
