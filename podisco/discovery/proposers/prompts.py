@@ -16,10 +16,15 @@ from podisco.tasks.base import Kind
 from podisco.tasks.seeds import CLASSIFICATION_SIGNATURE, PREFERENCE_SIGNATURE
 
 # The reply object as a JSON Schema, for endpoints with structured output: SmolLM2-135M parsed 0 of 4 replies in
-# plain JSON mode (it sent only "thought") and 3 of 4 with this schema.
+# plain JSON mode (it sent only "thought") and 3 of 4 with a schema; without the name's pattern it then put code
+# into "name" (2 of 4 replies, digits). A grammar-constrained server (llama.cpp, vLLM) enforces the pattern.
 REPLY_SCHEMA = {
     "type": "object",
-    "properties": {"thought": {"type": "string"}, "name": {"type": "string"}, "code": {"type": "string"}},
+    "properties": {
+        "thought": {"type": "string"},
+        "name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+        "code": {"type": "string"},
+    },
     "required": ["thought", "name", "code"],
     "additionalProperties": False,
 }
