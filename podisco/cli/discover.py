@@ -26,6 +26,7 @@ _FLAGS = {
     "seeds": "search.seeds",
     "reevaluate_seeds": "search.reevaluate_seeds",
     "fitness": "search.fitness",
+    "racing": "search.racing",
     "transfer": "search.transfer",
     "transfer_betas": "search.transfer_betas",
     "transfer_seeds": "search.transfer_seeds",
@@ -153,6 +154,13 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
         "--fitness",
         choices=["tuned", "frontier"],
         help="tuned: at the run's β vs tuned DPO (default); frontier: at the candidate's best grid β vs tuned DPO",
+    )
+    p.add_argument(
+        "--racing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add seeds one at a time and stop a candidate once it cannot be the best (default); "
+        "--no-racing: one seed, then the rest only within --search.promote_margin of the best",
     )
     p.add_argument(
         "--transfer-betas",

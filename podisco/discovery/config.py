@@ -46,6 +46,10 @@ class SearchSection:
     generations: int = 3
     population: int = 4  # proposals per generation, evaluated in parallel
     seeds: tuple[int, ...] = ()  # seeds of a full evaluation; empty: the task's default
+    # racing (boundary/racing.py): seeds one at a time, a candidate stops once its upper bound is below the
+    # incumbent's lower bound; off: the fixed stage 1 below (stage1_seeds, then within promote_margin of the best)
+    racing: bool = True
+    racing_z: float = 1.645  # one-sided bounds at 95%
     stage1_seeds: int = 1  # first stage: this many seeds; promoted if within promote_margin of the best
     promote_margin: float = 0.02
     reevaluate_top: int = 3  # the top k of the search, confirmed on held-out seeds against tuned DPO
@@ -71,7 +75,11 @@ class ExecutionSection:
     threads: int = 1
     isolation: str = "auto"  # auto | bwrap | unshare | process
     allow_weak_isolation: bool = False
-    wall_s: float = 0.0  # per job; 0: the task's default
+    wall_s: float = 0.0  # per job, the cap; 0: the task's default
+    # A job's deadline: this multiple of the reference loss's measured time for the same seeds plus the worker's
+    # start-up, never past the cap; 0: every job gets the cap. A spinning candidate then holds a worker for a
+    # minute on the tiny preset, not 15 (measured reference runs: references.py stores their seconds)
+    deadline_multiple: float = 4.0
     memory_mb: int = 8192  # address-space limit per job; not applied to GPU jobs (CUDA maps far more)
 
 
@@ -95,10 +103,12 @@ class DiscoveryConfig:
             (self.search.beta > 0, "search.beta", "must be > 0"),
             (self.search.fitness in {"tuned", "frontier"}, "search.fitness", "tuned or frontier"),
             (self.search.stage1_seeds >= 1, "search.stage1_seeds", "must be >= 1"),
+            (self.search.racing_z > 0, "search.racing_z", "must be > 0"),
             (all(b > 0 for b in self.search.transfer_betas), "search.transfer_betas", "must all be > 0"),
             (self.search.transfer_seeds >= 0, "search.transfer_seeds", "must be >= 0"),
             (self.execution.executor in {"local", "ray"}, "execution.executor", "local or ray"),
             (self.execution.threads >= 1, "execution.threads", "must be >= 1"),
+            (self.execution.deadline_multiple >= 0, "execution.deadline_multiple", "must be >= 0 (0: the cap)"),
             (
                 self.execution.isolation in {"auto", "bwrap", "unshare", "process"},
                 "execution.isolation",
@@ -124,6 +134,8 @@ class RunState:
     reference_rows: dict[float, dict[str, dict]] = field(default_factory=dict)  # β -> seed -> reference row
     references: dict[str, dict] = field(default_factory=dict)  # seed -> tuned DPO's row: what fitness pairs with
     baseline: Baseline | None = None
+    wall_cap_s: float = 0.0  # the longest any job may run (execution.wall_s, else the task's limit)
+    reference_seconds: tuple[float, float] | None = None  # the reference runs' (seconds per seed, start-up)
 
 
 def config_from_dict(values: dict) -> DiscoveryConfig:

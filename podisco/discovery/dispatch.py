@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -18,7 +19,47 @@ def make_job(state: RunState, seeds, beta: float | None = None, **fields) -> Job
         seeds=tuple(seeds),
         threads=execution.threads,
         duplicate_distance=search.duplicate_distance,
+        wall_s=deadline(state, len(seeds)),
         **fields,
+    )
+
+
+def deadline(state: RunState, seeds: int) -> float:
+    """Seconds a job on ``seeds`` seeds may run: ``deadline_multiple`` x (the reference runs' seconds per seed
+    x seeds + their start-up), never more than the cap; the cap itself until reference runs were timed."""
+    multiple, cap = state.config.execution.deadline_multiple, state.wall_cap_s
+    if not multiple or state.reference_seconds is None:
+        return cap
+    per_seed, startup = state.reference_seconds
+    return round(min(cap, multiple * (per_seed * seeds + startup)), 1)
+
+
+def job_seconds(timings: dict | None, seeds: int) -> dict[str, float] | None:
+    """A finished job's (seconds per seed, start-up) from its worker timings and the sandbox's wall time."""
+    train = (timings or {}).get("train_eval_s")
+    wall = ((timings or {}).get("sandbox") or {}).get("wall_s")
+    if train is None or wall is None or seeds < 1:
+        return None
+    return {"per_seed": train / seeds, "startup": max(0.0, wall - train)}
+
+
+def typical_seconds(measured: list[dict[str, float] | None]) -> tuple[float, float] | None:
+    """The median (seconds per seed, start-up) of the jobs that were timed; None when none was."""
+    timed = [m for m in measured if m]
+    if not timed:
+        return None
+    return statistics.median(m["per_seed"] for m in timed), statistics.median(m["startup"] for m in timed)
+
+
+def describe_deadline(state: RunState) -> str:
+    """The rule, for the run's log: what a one-seed job gets and why."""
+    if state.reference_seconds is None or not state.config.execution.deadline_multiple:
+        return f"job deadlines: {state.wall_cap_s:g} s (the cap; no timed reference runs to size them by)"
+    per_seed, startup = state.reference_seconds
+    multiple = state.config.execution.deadline_multiple
+    return (
+        f"job deadlines: {multiple:g} x ({per_seed:.0f} s per seed + {startup:.0f} s start-up), as the reference "
+        f"runs took; {deadline(state, 1):g} s for one seed, at most {state.wall_cap_s:g} s"
     )
 
 

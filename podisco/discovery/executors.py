@@ -18,7 +18,7 @@ import queue
 import shutil
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,19 +72,25 @@ def execute(job: Job, workdir: Path, settings: ExecutionSettings, gpu: str | Non
     job.write(workdir / "job.json")
     argv = [sys.executable, "-m", "podisco.discovery.child.worker", "job.json", "result.json"]
     isolation = "process" if job.trusted else settings.isolation
+    limits = replace(settings.limits, wall_s=job.wall_s) if job.wall_s else settings.limits
     env = {**settings.env, "TMPDIR": str(workdir / "tmp")}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     outcome = run_sandboxed(
         argv,
         workdir,
-        settings.limits,
+        limits,
         isolation,
         [Path(p) for p in settings.readonly_paths],
         scrubbed_env(env),
         devices=gpu_devices() if gpu is not None else (),
     )
-    sandbox = {"isolation": outcome.isolation, "wall_s": outcome.wall_s, "returncode": outcome.returncode}
+    sandbox = {
+        "isolation": outcome.isolation,
+        "wall_s": outcome.wall_s,
+        "deadline_s": limits.wall_s,
+        "returncode": outcome.returncode,
+    }
     result_path = workdir / "result.json"
     if result_path.exists() and not outcome.timed_out:
         try:
@@ -96,7 +102,9 @@ def execute(job: Job, workdir: Path, settings: ExecutionSettings, gpu: str | Non
                 tmp.write_text(json.dumps({"identity": job.identity(), "result": result}))
         return result
     if outcome.timed_out:
-        reason = f"the job ran past its wall-clock limit of {settings.limits.wall_s:g} s and was killed"
+        reason = f"the job ran past its deadline of {limits.wall_s:g} s and was killed" + (
+            " (sized from the reference runs' time: --execution.deadline_multiple)" if job.wall_s else ""
+        )
     elif outcome.killed_by_signal:
         reason = f"the worker was killed by signal {outcome.killed_by_signal} (memory or CPU limit?)"
     else:

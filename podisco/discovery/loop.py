@@ -19,10 +19,11 @@ from pathlib import Path
 
 from podisco.discovery.archive import Archive, Attempt, code_hash
 from podisco.discovery.boundary.gate import GateError, check_code
+from podisco.discovery.boundary.racing import Race, pooled_se, prior_sd
 from podisco.discovery.boundary.sandbox import Limits, detect_isolation, require_isolation
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
 from podisco.discovery.confirm import verdict_lines
-from podisco.discovery.dispatch import make_job, submit
+from podisco.discovery.dispatch import describe_deadline, job_seconds, make_job, submit, typical_seconds
 from podisco.discovery.executors import (
     ExecutionSettings,
     Executor,
@@ -35,7 +36,7 @@ from podisco.discovery.proposers import prompts
 from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
 from podisco.discovery.references import tune_baseline
-from podisco.discovery.results import record
+from podisco.discovery.results import record, seed_differences
 from podisco.discovery.transfer import sweep_beta
 from podisco.errors import PodiscoError
 from podisco.progress import Console
@@ -135,6 +136,7 @@ def run_discovery(
     if gpus:
         log(f"GPUs {', '.join(gpus)}: one job per GPU")
     wall = execution.wall_s or limits.wall_s
+    state.wall_cap_s = wall
     settings = ExecutionSettings(
         isolation=isolation,
         # GPU jobs: no address-space limit (CUDA maps far more than it uses); CPU time scales with the wall time
@@ -152,6 +154,7 @@ def run_discovery(
     try:
         tune_baseline(state, executor, log)
         _generation_zero(state, executor, log)
+        log(describe_deadline(state))
         for generation in range(1, search.generations + 1):
             if not _generation(state, executor, proposer, generation, log):
                 break
@@ -232,6 +235,9 @@ def _generation_zero(state: RunState, executor: Executor, log: Console) -> None:
         if slot not in existing:
             state.archive.add_proposed(state.run_id, 0, slot, "seed", name, f"seed loss {name}", code)
     _dispatch(state, executor, 0, log)
+    if state.reference_seconds is None:  # a task without reference runs (digits): the seed losses' time
+        seeds = [a for a in state.archive.attempts(state.run_id, "evaluated") if a.generation == 0]
+        state.reference_seconds = typical_seconds([job_seconds(a.timings, len(a.seeds or [])) for a in seeds])
 
 
 def _generation(state: RunState, executor: Executor, proposer: Proposer, generation: int, log: Console) -> bool:
@@ -328,11 +334,7 @@ def _registry_measured(state: RunState) -> list[str]:
 def _stage_threshold(state: RunState) -> float | None:
     """Stage 1 promotes a candidate within ``promote_margin`` of the best fully evaluated attempt."""
     search = state.config.search
-    full = [
-        a
-        for a in state.archive.attempts(state.run_id, "evaluated")
-        if a.fitness is not None and len(a.seeds or []) >= len(state.seeds)
-    ]
+    full = _fully_evaluated(state)
     if not full or search.stage1_seeds >= len(state.seeds):
         return None
     if not state.task.staged:  # e.g. a judged task: the worker cannot score its own answers
@@ -340,12 +342,36 @@ def _stage_threshold(state: RunState) -> float | None:
     return max(a.fitness for a in full) - search.promote_margin
 
 
+def _race(state: RunState) -> dict[str, float] | None:
+    """Racing's terms from the archive: the incumbent (best fully evaluated attempt) and the per-seed noise of
+    the attempts that ran every seed; None (the fixed stage 1 then) when racing is off or nothing is known."""
+    search = state.config.search
+    full = _fully_evaluated(state)
+    if not search.racing or not full or len(state.seeds) < 2 or not state.task.staged:
+        return None
+    differences = {a.id: seed_differences(state, a.metrics.get("per_seed") or [], state.references) for a in full}
+    noise = prior_sd(list(differences.values()))
+    if noise is None:
+        return None
+    best = max(full, key=lambda a: a.fitness)
+    return Race(best.fitness, pooled_se(differences[best.id], noise), noise, z=search.racing_z).to_json()
+
+
+def _fully_evaluated(state: RunState) -> list[Attempt]:
+    return [
+        a
+        for a in state.archive.attempts(state.run_id, "evaluated")
+        if a.fitness is not None and len(a.seeds or []) >= len(state.seeds)
+    ]
+
+
 def _dispatch(state: RunState, executor: Executor, generation: int, log: Console) -> None:
     pending = [a for a in state.archive.attempts(state.run_id, "proposed") if a.generation == generation]
     if not pending:
         return
     seed_stage = generation == 0
-    threshold = None if seed_stage else _stage_threshold(state)
+    race = None if seed_stage else _race(state)
+    threshold = None if seed_stage or race is not None else _stage_threshold(state)
     known = {} if seed_stage else _known_fingerprints(state)
     futures = {}
     for a in pending:
@@ -361,6 +387,7 @@ def _dispatch(state: RunState, executor: Executor, generation: int, log: Console
             baseline_grid=state.baseline_grid if state.baseline else (),
             stage1_seeds=state.config.search.stage1_seeds,
             stage_threshold=threshold,
+            race=race,
         )
         futures[submit(executor, job, _workdir(state, a))] = (a, None)
     label = "seed losses" if seed_stage else f"gen {generation}/{state.config.search.generations}"

@@ -11,7 +11,7 @@ from podisco.cache import atomic_output
 from podisco.discovery.archive import code_hash
 from podisco.discovery.baseline import tune
 from podisco.discovery.config import RunState
-from podisco.discovery.dispatch import make_job, submit
+from podisco.discovery.dispatch import job_seconds, make_job, submit, typical_seconds
 from podisco.discovery.executors import Executor
 from podisco.discovery.results import finish_rows
 from podisco.errors import PodiscoError
@@ -61,6 +61,8 @@ def ensure_references(state: RunState, executor: Executor, seeds, betas, log: Co
                     continue
                 raise PodiscoError(f"{what}, seed {seed}, failed {attempt} times: {result.get('error')}")
             row = finish_rows(state, result["per_seed"][:1], what)[0]
+            timings = {**result.get("timings", {}), "sandbox": result.get("sandbox")}
+            row["job_seconds"] = job_seconds(timings, 1)  # what sizes every later job's deadline
             path = _reference_path(state, beta, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume
@@ -78,6 +80,8 @@ def tune_baseline(state: RunState, executor: Executor, log: Console) -> None:
     ensure_references(state, executor, state.seeds, grid, log)
     state.baseline = tune(state.task, {b: state.reference_rows[b] for b in grid}, state.config.search.beta, state.seeds)
     state.references = state.reference_rows[state.baseline.beta]
+    timed = [row.get("job_seconds") for rows in state.reference_rows.values() for row in rows.values()]
+    state.reference_seconds = typical_seconds(timed)
     update_verdict(state, baseline=state.baseline.to_json())
     log(f"baseline: {state.baseline.describe()}")
 

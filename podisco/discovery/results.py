@@ -37,6 +37,7 @@ def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, di
         "fingerprint": result.get("fingerprint"),
         "shape": result.get("shape"),
         "timings": {**result.get("timings", {}), "sandbox": result.get("sandbox")},
+        "deadline_s": (result.get("sandbox") or {}).get("deadline_s"),
     }
     rescaling = result.get("rescaling") or {}
     if rescaling:
@@ -94,6 +95,8 @@ def _grid_fitness(state: RunState, attempt: Attempt, rows: list[dict], grid: dic
 
 def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:
     metrics = {"per_seed": rows, "promoted": result.get("promoted", True), "flags": result.get("flags")}
+    if result.get("race"):  # the racing decision after the last seed it ran (boundary/racing.py)
+        metrics["race"] = result["race"]
     if state.task.kind != "preference":
         return metrics
     last = [r.get("train", {}) for r in rows]

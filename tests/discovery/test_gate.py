@@ -54,8 +54,8 @@ ACCEPTED = {
             "scale = [self.beta * k for k in range(3)]",
             "total = sum(w * torch.sigmoid(logits) for w in scale)",
             "square = lambda v: v * v",
-            "while True:",
-            "    break",
+            "for k in range(2):",
+            "    pass",
             "out = square(total).clamp(min=0).float().to(torch.float32)",
             "return torch.nn.functional.logsigmoid(out) + 0 * logits.mean().item()",
         ),
@@ -129,6 +129,7 @@ REJECTED = [
     ("alias_module", body("t = torch", "return t.save"), "line 2: torch may only be used as torch.<operation>"),
     # torch, F and math: only vetted operations
     ("torch_save", body("logits = 1", "torch.save(logits, '/tmp/x')", "return logits"), "line 3: torch.save is"),
+    ("while_loop", body("while True:", "    pass"), "line 2: while loops are not allowed: no loss needs one"),
     ("torch_load", body("return torch.load('/etc/passwd')"), "line 2: torch.load is not allowed. Only torch.NAME"),
     ("torch_from_file", body("return torch.from_file('/etc/passwd')"), "line 2: torch.from_file is not allowed"),
     ("torch_hub", body("return torch.hub.load('a', 'b')"), "line 2: torch.hub.load is not allowed"),

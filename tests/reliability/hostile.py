@@ -58,7 +58,8 @@ HOSTILE: list[tuple[str, str, list[str]]] = [
     ("jit", "code loading", ["return torch.jit.script(F.logsigmoid)"]),
     ("torch_compile", "code loading", ["return torch.compile(F.logsigmoid)"]),
     ("mp_spawn", "process spawning", ["torch.multiprocessing.spawn(print, nprocs=64)", "return 0"]),
-    ("fork_bomb", "fork bomb", ["import os", "while True:", "    os.fork()"]),
+    ("fork_bomb", "fork bomb", ["import os", "for i in range(10 ** 9):", "    os.fork()"]),
+    ("while_spin", "infinite loop (while)", ["while True:", "    pass"]),
     # monkey-patching for later candidates, tensor internals
     # found while hardening the gate: frames and storages lead back to modules and files
     ("frame_globals", "sandbox escape", ["g = (i for i in ())", "t = g.gi_frame.f_globals['torch']", "return t.save"]),
@@ -72,8 +73,12 @@ HOSTILE: list[tuple[str, str, list[str]]] = [
     ("set_threads", "resource", ["torch.set_num_threads(512)", "return 0"]),
     ("huge_print", "huge output", ["print('x' * 10**9)", "return 0"]),
     # these pass the gate: only the sandbox stands between them and the machine
-    ("python_spin", "infinite loop (Python)", ["while True:", "    pass"]),
-    ("torch_spin", "infinite loop (torch ops)", [LOGITS, "while True:", "    logits = torch.tanh(logits * 1.0001)"]),
+    ("python_spin", "infinite loop (Python)", ["for i in range(10 ** 15):", "    pass"]),
+    (
+        "torch_spin",
+        "endless torch ops",
+        [LOGITS, "for i in range(10 ** 15):", "    logits = torch.tanh(logits * 1.0001)"],
+    ),
     ("int_bomb", "CPU and memory bomb", ["n = 2 ** (10 ** 10)", LOGITS, "return -F.logsigmoid(self.beta * logits)"]),
     ("list_bomb", "memory bomb", ["big = [0] * (10 ** 11)", "return policy_chosen_logps * 0"]),
     ("tensor_bomb", "memory bomb", ["big = torch.ones(10 ** 11)", LOGITS, "return -F.logsigmoid(self.beta * logits)"]),

@@ -22,9 +22,10 @@ attributes (``gi_frame``, ``f_globals``, ``co_code``, ``tb_frame``, ``mro``, ``s
 expression's ``gi_frame.f_globals`` would otherwise hand back the real ``torch`` module under another name.
 Only ``self.beta`` is readable on ``self``, and no attribute may be assigned (no patching of torch or beta).
 
-Statements: no global/nonlocal, class, with, try, del, match, async, yield/await, decorators. ``raise`` is
-allowed (``ValueError`` is a vetted builtin) and so are ``while`` loops, even ``while True``: the sandbox's
-deadline bounds them. String literals are allowed and harmless: nothing can turn a string into a name.
+Statements: no global/nonlocal, class, with, try, del, match, async, yield/await, decorators, and no ``while``
+loops: no loss needs one, and a ``while True:`` only holds a worker until the sandbox's deadline kills it (the
+message says what to write instead; ``for`` over a ``range`` stays allowed). ``raise`` is allowed
+(``ValueError`` is a vetted builtin). String literals are allowed and harmless: nothing can turn a string into a name.
 
 The gate is the first line; the sandbox (a separate process with no network, a read-only filesystem and
 resource limits) is the second, and ``candidate.load_function`` runs the code with only the vetted builtins.
@@ -111,7 +112,22 @@ _FORBIDDEN_NODES = {
     ast.Try: "try blocks",
     ast.TryStar: "try blocks",
     ast.Match: "match statements",
+    ast.While: "while loops",
 }
+# What to write instead, where a refusal alone would leave the proposer guessing
+_INSTEAD = {
+    ast.While: (
+        "no loss needs one, and one that never ends only holds a worker until its deadline: write the loss with "
+        "tensor operations, or loop with `for i in range(N)` and a small fixed N"
+    ),
+}
+
+
+def _forbidden(node: ast.AST) -> GateError:
+    instead = _INSTEAD.get(type(node))
+    return _reject(node, f"{_FORBIDDEN_NODES[type(node)]} are not allowed" + (f": {instead}" if instead else ""))
+
+
 _IMPORT_HINT = "only `import torch`, `import torch.nn.functional as F` and `import math` are allowed"
 
 
@@ -232,7 +248,7 @@ def check_code(code: str, max_chars: int = MAX_CODE_CHARS) -> str:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             continue  # a docstring
         elif type(node) in _FORBIDDEN_NODES:
-            raise _reject(node, f"{_FORBIDDEN_NODES[type(node)]} are not allowed")
+            raise _forbidden(node)
         else:
             raise _reject(node, "only imports and one function definition may appear at the top level")
     if len(functions) != 1:
@@ -251,7 +267,7 @@ def check_code(code: str, max_chars: int = MAX_CODE_CHARS) -> str:
             _check_binding(node, name)
         kind = type(node)
         if kind in _FORBIDDEN_NODES:
-            raise _reject(node, f"{_FORBIDDEN_NODES[kind]} are not allowed")
+            raise _forbidden(node)
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             _check_import(node)
         elif isinstance(node, ast.Attribute):

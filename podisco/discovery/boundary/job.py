@@ -34,6 +34,8 @@ class Job:
     baseline_grid: tuple[float, ...] = ()  # β values the reference loss was trained at (rescaled duplicates)
     stage1_seeds: int = 0
     stage_threshold: float | None = None  # stop after stage 1 when its fitness is below this
+    race: Mapping[str, float] | None = None  # racing.Race as JSON: decide after each seed (replaces stage 1)
+    wall_s: float = 0.0  # this job's deadline (dispatch.deadline); 0: the executor's limit. Not in identity()
 
     def __post_init__(self) -> None:
         if bool(self.code) == bool(self.loss):

@@ -86,6 +86,7 @@ def _loss_for(job: Job, task: Task):
 def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     """Everything the worker does for one job; never raises for a candidate's fault."""
     from podisco.discovery.boundary.gate import GateError
+    from podisco.discovery.boundary.racing import Race, decide
     from podisco.discovery.child.battery import BatteryError
     from podisco.discovery.child.candidate import CandidateError
     from podisco.losses.analysis import (
@@ -143,6 +144,7 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
                     "distance": rescaled["distance"],
                 }
     rows: list[dict[str, Any]] = []
+    raced_through = False
     start = time.perf_counter()
     for seed in job.seeds:
         out = workdir / f"seed-{seed}"
@@ -153,6 +155,14 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
         if (out / "metrics.jsonl").exists():
             row["train"] = _training_curve(out / "metrics.jsonl")
         rows.append(row)
+        if job.race is not None and not raced_through and len(rows) < len(job.seeds):
+            values = [task.seed_fitness(r, job.reference.get(str(r["seed"]))) for r in rows]
+            decision, why = decide(values, Race.from_json(job.race))
+            result["race"] = {**why, "decision": decision}
+            if decision == "stop":
+                result["promoted"] = False
+                break
+            raced_through = decision == "promote"  # clearly ahead: every seed, no more checks
         if job.stage1_seeds and len(rows) == job.stage1_seeds and job.stage_threshold is not None:
             values = [task.seed_fitness(r, job.reference.get(str(r["seed"]))) for r in rows]
             if estimate(values).mean < job.stage_threshold:
