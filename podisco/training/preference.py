@@ -15,7 +15,12 @@ from podisco.losses import LossFn, check_params, combine, get_spec, resolve
 from podisco.training.config import ConfigError, TrainConfig
 from podisco.training.logprobs import sequence_logps
 from podisco.training.loop import StepOutput, TrainResult, make_accelerator, run_training
-from podisco.training.reference import cached_reference_logps, compute_reference_logps
+from podisco.training.reference import (
+    cached_reference_logps,
+    compute_reference_logps,
+    is_sharded,
+    sharded_reference_logps,
+)
 
 
 def parse_loss(name: str) -> str | dict[str, float]:
@@ -99,6 +104,30 @@ def preference_step(loss_fn: LossFn, loss_params: dict, beta: float):
     return compute
 
 
+def _reference_logps(
+    config: TrainConfig,
+    accelerator: Accelerator,
+    reference: torch.nn.Module,
+    sharded: bool,
+    tokenizer,
+    examples: Sequence[PreferenceExample],
+    pad_id: int,
+    layout: str,
+) -> torch.Tensor:
+    """The (n, 2) reference log-probs, the same on every process."""
+    cache_dir = config.reference_cache_dir or None
+    max_length = config.data.max_length
+    if sharded:
+        # Each forward all-gathers the weights: every process runs it (the main process alone would hang).
+        args = (reference, tokenizer, examples, pad_id, layout, max_length, cache_dir, config.cache_reference)
+        return sharded_reference_logps(*args)[0]
+    if not config.cache_reference:
+        return compute_reference_logps(reference, examples, pad_id, layout)
+    # The main process computes (or finds) the cache entry; the others then read it.
+    with accelerator.main_process_first():
+        return cached_reference_logps(reference, tokenizer, examples, pad_id, layout, max_length, cache_dir)[0]
+
+
 def train_preference(
     config: TrainConfig,
     model: torch.nn.Module,
@@ -117,25 +146,21 @@ def train_preference(
     loss_fn, loss_params = build_loss(config, loss)
     layout = resolve_layout(config.data.layout, model, examples)
     reference = ref_model if ref_model is not None else model
-    reference.to(accelerator.device)
+    if any(p.is_meta for p in reference.parameters()):
+        # FSDP's cpu_ram_efficient_loading (with the Accelerator made before the model) loads on one process only.
+        raise ConfigError(
+            "the reference model has no weights on this process (meta tensors): every process needs them for the "
+            "reference pass; set fsdp_cpu_ram_efficient_loading: false (as recipes/accelerate/fsdp.yaml does)"
+        )
+    # Sharded weights (FSDP, ZeRO-3) are already placed, and moving them would undo the sharding.
+    sharded = is_sharded(reference)
+    if not sharded:
+        reference.to(accelerator.device)
     # A peft policy's reference is the same model with its adapter disabled: no second copy.
     adapter_off = model.disable_adapter() if ref_model is None and hasattr(model, "disable_adapter") else nullcontext()
     with adapter_off:
-        if config.cache_reference:
-            # The main process computes (or finds) the cache entry; the others then read it.
-            with accelerator.main_process_first():
-                ref_logps, _ = cached_reference_logps(
-                    reference,
-                    tokenizer,
-                    examples,
-                    pad_id,
-                    layout,
-                    config.data.max_length,
-                    config.reference_cache_dir or None,
-                )
-        else:
-            ref_logps = compute_reference_logps(reference, examples, pad_id, layout)
-    if ref_model is not None:
+        ref_logps = _reference_logps(config, accelerator, reference, sharded, tokenizer, examples, pad_id, layout)
+    if ref_model is not None and not sharded:
         ref_model.to("cpu")  # no longer needed on the accelerator
 
     def make_batch(indices: Sequence[int]):

@@ -57,9 +57,12 @@ def test_imdb_tiny_seed_losses_score_as_before(tmp_path):
     dpo_reward, dpo_kl = IMDB_TINY_SEED0["dpo"]
     for name, (reward, kl) in IMDB_TINY_SEED0.items():
         row = attempts[name].metrics["per_seed"][0]
-        assert (row["reward"], row["kl"]) == pytest.approx((reward, kl), rel=1e-9, abs=0), name
+        # Absolute tolerances: the last digits of float sums differ between CPUs (oneDNN picks other kernels on a
+        # CPU without AMX: DPO's KL of 6.0e-5 came out 9.5e-9 higher, same seed and threads); a real change in
+        # training or scoring moves these numbers by orders of magnitude more.
+        assert (row["reward"], row["kl"]) == pytest.approx((reward, kl), rel=0, abs=1e-7), name
         expected = (reward - 0.1 * kl) - (dpo_reward - 0.1 * dpo_kl)
-        assert attempts[name].fitness == pytest.approx(expected, rel=1e-9, abs=1e-15), name
+        assert attempts[name].fitness == pytest.approx(expected, rel=0, abs=1e-7), name
 
 
 def test_digits_seed_losses_score_as_before(tmp_path):
