@@ -4,7 +4,8 @@ The same replayed stream of 20 proposals (duplicates, invalid code, weak and goo
 the IMDb task (``--preset default``) twice, in one run:
 
 - **podisco**: ``run_discovery`` with the replay proposer: static gate, behavioural dedup, cached reference
-  log-probs, staged evaluation (1 seed, then the rest only if within 0.02 of the best), sandboxed workers;
+  log-probs, racing over the seeds (boundary/racing.py; the README's rows ran the older fixed stage 1: 1 seed,
+  then the rest only if within 0.02 of the best), sandboxed workers;
 - **naive**: like the paper's loop, one fresh process per candidate that loads the SFT model, recomputes the
   reference log-probs (empty cache), and trains and evaluates every seed; no gate, no dedup, no staging.
 
