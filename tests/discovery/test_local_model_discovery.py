@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,14 @@ def test_a_real_small_model_runs_one_generation_on_digits(tmp_path):
         call = a.llm_tokens
         assert call["latency_s"] > 0 and call["completion"] > 0 and call["mode"] == "json_schema"
     assert "replies" in proposer_cost(replies)
-    # the server stopped with the run: no llama.cpp child of this run is left
-    left = subprocess.run(["pgrep", "-f", f"podisco.local_llm.*{model.name}"], capture_output=True, text=True)
-    assert left.stdout.strip() == "", "the local LLM server outlived its run"
+    # the server stopped with the run: no llama.cpp child serving this model is left (read /proc: no pgrep needed)
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _serves(p, model.name)]
+    assert left == [], "the local LLM server outlived its run"
+
+
+def _serves(cmdline: Path, model: str) -> bool:
+    try:
+        text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # the process ended while we looked
+        return False
+    return "podisco.local_llm" in text and model in text
