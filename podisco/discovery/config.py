@@ -35,7 +35,7 @@ class ProposerSection:
     llm_max_tokens: int = 0  # 0: the server's default
     llm_timeout_s: float = 120.0
     llm_retries: int = 6
-    local_model: str = ""  # a GGUF file: the run starts llama.cpp's server on 127.0.0.1 for itself (llm_local.py)
+    local_model: str = ""  # a GGUF file: the run starts llama.cpp's server on 127.0.0.1 for itself (local_llm.py)
     replay_file: str = ""
     seed: int = 0  # random seed of the evolve proposer
 

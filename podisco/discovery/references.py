@@ -13,7 +13,7 @@ from podisco.discovery.baseline import tune
 from podisco.discovery.config import RunState
 from podisco.discovery.dispatch import job_seconds, make_job, submit, typical_seconds
 from podisco.discovery.executors import Executor
-from podisco.discovery.results import finish_rows
+from podisco.discovery.results import finish_rows, result_timings
 from podisco.errors import PodiscoError
 from podisco.progress import Console
 
@@ -61,8 +61,7 @@ def ensure_references(state: RunState, executor: Executor, seeds, betas, log: Co
                     continue
                 raise PodiscoError(f"{what}, seed {seed}, failed {attempt} times: {result.get('error')}")
             row = finish_rows(state, result["per_seed"][:1], what)[0]
-            timings = {**result.get("timings", {}), "sandbox": result.get("sandbox")}
-            row["job_seconds"] = job_seconds(timings, 1)  # what sizes every later job's deadline
+            row["job_seconds"] = job_seconds(result_timings(result), 1)  # what sizes every later job's deadline
             path = _reference_path(state, beta, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(path) as tmp:  # a kill mid-write must not leave half a file for --resume

@@ -36,7 +36,7 @@ def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, di
         "error": result.get("error"),
         "fingerprint": result.get("fingerprint"),
         "shape": result.get("shape"),
-        "timings": {**result.get("timings", {}), "sandbox": result.get("sandbox")},
+        "timings": result_timings(result),
         "deadline_s": (result.get("sandbox") or {}).get("deadline_s"),
     }
     rescaling = result.get("rescaling") or {}
@@ -66,6 +66,11 @@ def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, di
     if status not in ("invalid", "duplicate", "failed", "evaluated"):
         status, fields["error"] = "failed", f"the worker reported an unknown status {status!r}"
     state.archive.finish(attempt.id, status, **fields)
+
+
+def result_timings(result: dict) -> dict:
+    """A worker result's timings with the sandbox's (wall time, deadline), as the archive keeps them."""
+    return {**result.get("timings", {}), "sandbox": result.get("sandbox")}
 
 
 def seed_differences(state: RunState, rows: list[dict], references: dict[str, dict]) -> list[float]:

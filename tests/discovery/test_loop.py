@@ -251,3 +251,19 @@ def test_ray_executor_runs_a_job_on_a_local_cluster(tmp_path):
         assert result["status"] == "evaluated" and result["per_seed"][0]["accuracy"] > 0.8
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("incumbent", "seeds_run", "decision"),
+    [(0.999, [0], "stop"), (0.0, [0, 1, 2], "promote")],  # digits accuracy is about 0.95 per seed
+)
+def test_the_worker_races_a_candidate_seed_by_seed(tmp_path, incumbent, seeds_run, decision):
+    from podisco.discovery.boundary.racing import Race
+
+    race = Race(incumbent_mean=incumbent, incumbent_se=0.001, prior_sd=0.005).to_json()
+    code = CLASSIFICATION_SEEDS["cross_entropy"]
+    job = Job(task=job_spec("digits", epochs=2), name="ce", beta=0.05, seeds=(0, 1, 2), code=code, race=race)
+    result = execute(job, tmp_path / "w", ExecutionSettings(isolation="process"))
+    assert result["status"] == "evaluated" and [r["seed"] for r in result["per_seed"]] == seeds_run
+    assert result["race"]["decision"] == decision and result["race"]["seeds"] == 1
+    assert result["promoted"] is (decision == "promote")

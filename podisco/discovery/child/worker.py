@@ -144,7 +144,9 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
                     "distance": rescaled["distance"],
                 }
     rows: list[dict[str, Any]] = []
+    race = Race.from_json(job.race) if job.race is not None else None
     raced_through = False
+    values: list[float] = []  # per-seed fitness against the reference rows: only to stop early
     start = time.perf_counter()
     for seed in job.seeds:
         out = workdir / f"seed-{seed}"
@@ -155,19 +157,19 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
         if (out / "metrics.jsonl").exists():
             row["train"] = _training_curve(out / "metrics.jsonl")
         rows.append(row)
-        if job.race is not None and not raced_through and len(rows) < len(job.seeds):
-            values = [task.seed_fitness(r, job.reference.get(str(r["seed"]))) for r in rows]
-            decision, why = decide(values, Race.from_json(job.race))
+        if race is not None or job.stage_threshold is not None:
+            values.append(task.seed_fitness(row, job.reference.get(str(row["seed"]))))
+        if race is not None and not raced_through and len(rows) < len(job.seeds):
+            decision, why = decide(values, race)
             result["race"] = {**why, "decision": decision}
             if decision == "stop":
                 result["promoted"] = False
                 break
             raced_through = decision == "promote"  # clearly ahead: every seed, no more checks
-        if job.stage1_seeds and len(rows) == job.stage1_seeds and job.stage_threshold is not None:
-            values = [task.seed_fitness(r, job.reference.get(str(r["seed"]))) for r in rows]
-            if estimate(values).mean < job.stage_threshold:
-                result["promoted"] = False
-                break
+        stage1_done = job.stage1_seeds and len(rows) == job.stage1_seeds and job.stage_threshold is not None
+        if stage1_done and estimate(values).mean < job.stage_threshold:
+            result["promoted"] = False
+            break
     timings["train_eval_s"] = time.perf_counter() - start
     return {**result, "status": "evaluated", "per_seed": rows, "promoted": result.get("promoted", True)}
 
