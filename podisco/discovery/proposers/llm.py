@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from podisco.discovery.archive import Attempt
 from podisco.discovery.proposers import prompts
 from podisco.discovery.proposers.base import Context, Proposal
 from podisco.llm_client import ChatClient, LLMError, LLMSettings
-from podisco.local_llm import LocalLLMServer
+
+if TYPE_CHECKING:  # the server is built by loop.make_proposer; a plain LLM run never imports it
+    from podisco.local_llm import LocalLLMServer
 
 
 class LLMProposer:
