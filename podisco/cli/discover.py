@@ -23,6 +23,7 @@ _FLAGS = {
     "beta": "search.beta",
     "generations": "search.generations",
     "population": "search.population",
+    "refills": "search.refills",
     "seeds": "search.seeds",
     "reevaluate_seeds": "search.reevaluate_seeds",
     "fitness": "search.fitness",
@@ -146,6 +147,12 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", help="JSONL of recorded replies for --proposer replay")
     p.add_argument("--generations", type=non_negative_int)
     p.add_argument("--population", type=positive_int, help="proposals per generation")
+    p.add_argument(
+        "--refills",
+        type=non_negative_int,
+        help="a duplicate's slot is proposed again, up to this many times the population per generation "
+        "(default 3); 0: a duplicate uses up its slot",
+    )
     p.add_argument("--workers", type=non_negative_int, help="parallel jobs; 0: cores / threads")
     p.add_argument("--threads", type=positive_int, help="torch threads per job")
     p.add_argument("--seeds", type=seeds, help="seeds of a full evaluation, e.g. 0,1,2 (default: the task's)")

@@ -60,6 +60,9 @@ class SearchSection:
     transfer_betas: tuple[float, ...] = ()  # empty: the task's (IMDb: the paper's 0.01..2.5)
     transfer_seeds: int = 0  # how many of the held-out seeds; 0: all
     duplicate_distance: float = 0.05
+    # a slot a behavioural duplicate took is proposed again (a duplicate trains nothing), up to refills x
+    # population extra proposals per generation; 0: a duplicate uses up its slot
+    refills: int = 3
     # tuned: the candidate at the run's β vs tuned DPO; frontier: also trained at the grid's β values once it
     # passes stage 1, and scored at its own best β vs tuned DPO (discovery/frontier.py)
     fitness: str = "tuned"
@@ -100,6 +103,7 @@ class DiscoveryConfig:
             (self.proposer.llm_retries >= 0, "proposer.llm_retries", "must be >= 0"),
             (self.search.generations >= 0, "search.generations", "must be >= 0"),
             (self.search.population >= 1, "search.population", "must be >= 1"),
+            (self.search.refills >= 0, "search.refills", "must be >= 0"),
             (self.search.beta > 0, "search.beta", "must be > 0"),
             (self.search.fitness in {"tuned", "frontier"}, "search.fitness", "tuned or frontier"),
             (self.search.stage1_seeds >= 1, "search.stage1_seeds", "must be >= 1"),

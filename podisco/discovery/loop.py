@@ -241,28 +241,44 @@ def _generation_zero(state: RunState, executor: Executor, log: Console) -> None:
 
 
 def _generation(state: RunState, executor: Executor, proposer: Proposer, generation: int, log: Console) -> bool:
-    """Fill the generation's missing slots, evaluate what is pending, feed back. False: the proposer ran dry."""
+    """Fill the generation's slots, evaluate, feed back; then refill the slots that duplicates took (a
+    duplicate trains nothing, so it should not use up the generation), up to ``search.refills`` × population
+    proposals more. False: the proposer ran dry."""
     archive, run = state.archive, state.run_id
-    taken = {a.slot for a in archive.attempts(run) if a.generation == generation}
     population = state.config.search.population
-    exhausted = False
-    for slot in range(population):
-        if slot in taken:
-            continue
-        context = Context(run, state.task, generation, slot, population, archive, _baseline_text(state))
+    cap = population * (1 + state.config.search.refills)  # proposals a generation may make
+    taken = {a.slot for a in archive.attempts(run) if a.generation == generation}
+    batch, first = [slot for slot in range(population) if slot not in taken], True
+    while True:
+        exhausted = _propose(state, proposer, generation, batch, log)
+        _dispatch(state, executor, generation, log)
+        attempts = [a for a in archive.attempts(run) if a.generation == generation]
+        # the first batch reports the whole generation (a resumed run may have proposed some before), a refill
+        # only itself
+        finished, first = (attempts if first else [a for a in attempts if a.slot in batch]), False
+        context = Context(run, state.task, generation, 0, population, archive, _baseline_text(state))
+        proposer.feedback(context, finished)
+        missing = population - sum(1 for a in attempts if a.status != "duplicate")
+        if exhausted or missing <= 0 or len(attempts) >= cap:
+            return not exhausted
+        batch = list(range(len(attempts), len(attempts) + min(missing, cap - len(attempts))))
+        log(f"gen {generation}: {missing} of {population} slots went to duplicates; proposing again")
+
+
+def _propose(state: RunState, proposer: Proposer, generation: int, slots: list[int], log: Console) -> bool:
+    """Admit one proposal per slot; True when the proposer ran dry."""
+    population = state.config.search.population
+    for slot in slots:
+        context = Context(state.run_id, state.task, generation, slot, population, state.archive, _baseline_text(state))
         try:
             proposal = proposer.propose(context)
         except ReplayExhausted as error:
             log(f"proposer: {error}")
-            exhausted = True
-            break
+            return True
         attempt = state.archive.attempt(_admit(state, generation, slot, proposer.kind, proposal))
         if attempt.status != "proposed":  # settled without a worker: say so as the dispatched ones do
             _log_attempt(state, attempt, log)
-    _dispatch(state, executor, generation, log)
-    attempts = [a for a in archive.attempts(run) if a.generation == generation]
-    proposer.feedback(Context(run, state.task, generation, 0, population, archive, _baseline_text(state)), attempts)
-    return not exhausted
+    return False
 
 
 def _baseline_text(state: RunState) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from podisco.discovery.archive import Archive
 from podisco.discovery.boundary.gate import check_code
-from podisco.discovery.proposers import evolve
+from podisco.discovery.proposers import evolve, selection
 from podisco.discovery.proposers.base import Context
 from podisco.tasks.base import get_task
 from podisco.tasks.seeds import CLASSIFICATION_SEEDS, PREFERENCE_SEEDS
@@ -63,3 +63,31 @@ def test_proposals_are_new_gate_clean_and_depend_only_on_the_slot(tmp_path):
     assert check_code(first.code) == first.name and first.parents
     other = proposer.propose(Context("r", get_task("imdb"), 1, 1, 4, archive))
     assert other.code != first.code
+
+
+def test_perturb_leaves_beta_rescalings_and_exponents_alone():
+    ipo = PREFERENCE_SEEDS["ipo"]  # (logits - 1 / (2 * self.beta)) ** 2: every constant is β or an exponent
+    assert {n.value for n in _numbers(ast.parse(ipo))} == {1, 2}
+    assert all(evolve.perturb(ipo, random.Random(seed), "x") is None for seed in range(20))
+    single = "def f(self, a, b, c, d):\n    return -F.logsigmoid(3 * self.beta * (a - b)) + 0.5 * (a - c)\n"
+    moved = {evolve.perturb(single, random.Random(seed), "f") for seed in range(20)}
+    assert all("3 * self.beta" in code for code in moved)  # 3 is β×3; only the 0.5 may move
+    assert len(moved) > 1
+    # β twice (a gate of two parents): scaling one product is not scaling β, so it may move
+    twice = "def f(self, a, b, c, d):\n    return torch.sigmoid(self.beta * a / 0.3) * F.softplus(-self.beta * b)\n"
+    assert {evolve.perturb(twice, random.Random(seed), "f") for seed in range(5)} != {None}
+
+
+def test_parents_are_drawn_for_novelty_as_well_as_fitness(tmp_path):
+    archive = Archive(tmp_path / "a.sqlite")
+    archive.create_run("r", {}, "imdb", "4", "process")
+    # four near-copies of the fittest behaviour, and one fit-enough entry that behaves unlike them
+    prints = [[0.0, 0.0], [0.0, 0.01], [0.01, 0.0], [0.01, 0.01], [1.0, 1.0], [2.0, -2.0]]
+    for slot, (fingerprint, fitness) in enumerate(zip(prints, (0.5, 0.49, 0.47, 0.46, 0.48, -1.0), strict=True)):
+        attempt = archive.add_proposed("r", 0, slot, "seed", f"e{slot}", "", "")
+        archive.finish(attempt, "evaluated", fitness=fitness, fingerprint=fingerprint)
+    evaluated = archive.attempts("r", "evaluated")
+    drawn = [selection.choose_parent(evaluated, random.Random(seed)).name for seed in range(400)]
+    by_fitness = [selection.choose_parent(evaluated, random.Random(seed), 0.0).name for seed in range(400)]
+    assert drawn.count("e4") > 2 * by_fitness.count("e4") and "e0" in drawn  # novelty and fitness both
+    assert "e5" not in drawn  # novelty only among the fitter half: the worst, however novel, never

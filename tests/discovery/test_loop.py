@@ -77,7 +77,11 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
         requests = server.requests
     archive = Archive(tmp_path / "archive.sqlite")
     attempts = {(a.generation, a.slot): a for a in archive.attempts(run_id)}
-    assert len(attempts) == 4 + 6 and all(a.status != "proposed" for a in attempts.values())
+    assert len(attempts) == 4 + 2 + 4 + 2 and all(a.status != "proposed" for a in attempts.values())
+    # a duplicate does not use up its slot: generation 2 proposed again until 2 of its proposals were not
+    # duplicates (dpo_again, then steep_dpo, were; the spare after them was not)
+    assert [attempts[(2, s)].status for s in range(4)] == ["invalid", "duplicate", "duplicate", "invalid"]
+    assert "gen 2: 1 of 2 slots went to duplicates; proposing again" in lines
     assert [attempts[(0, s)].status for s in range(4)] == ["evaluated"] * 4
     # tuned DPO: the reference trained at β x (0.5, 1, 2, 4, 10, 20); the DPO seed (at the run's β) scores minus what
     # tuning bought, and exactly 0 when the run's β won
@@ -91,7 +95,7 @@ def test_llm_run_through_faults_hostile_code_and_duplicates(tiny_cache, tmp_path
     assert attempts[(1, 0)].rescaling == "≈ sigmoid at β×3"
     assert attempts[(1, 0)].shape["nearest_known"] and attempts[(1, 0)].metrics["dynamics"]["kl"] >= 0
     # DPO at 2β = 0.1, a β the baseline trained: a duplicate that scores DPO-at-0.1 minus tuned DPO
-    steep = attempts[(3, 0)]
+    steep = attempts[(2, 2)]
     assert (steep.name, steep.status, steep.rescaling) == ("steep_dpo", "duplicate", "≈ sigmoid at β×2")
     gains = baseline["gains"]
     assert steep.fitness == pytest.approx(gains["0.1"] - gains[str(baseline["beta"])], abs=1e-12)
@@ -192,7 +196,9 @@ def test_evolve_on_digits_finds_something_as_fit_as_its_seeds(tmp_path):
     attempts = archive.attempts("evo")
     seeds = [a.fitness for a in attempts if a.generation == 0]
     evolved = [a for a in attempts if a.generation > 0]
-    assert len(evolved) == 4 and all("static gate" not in (a.error or "") for a in evolved)
+    assert all("static gate" not in (a.error or "") for a in evolved)
+    # duplicates' slots are proposed again (at most 3 more per slot): 4 proposals that are not duplicates
+    assert sum(a.status != "duplicate" for a in evolved) == 4 and len(evolved) <= 16
     assert max(a.fitness or 0 for a in evolved) >= max(seeds) - 0.02
     assert "archive:" in done.stdout
 

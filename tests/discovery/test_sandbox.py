@@ -292,14 +292,17 @@ def test_the_child_dies_with_its_parent(tmp_path, level):
         f"run_sandboxed([sys.executable, '-c', source], work, Limits(wall_s=60), {level!r})\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(sandbox.__file__).resolve().parents[3])}
-    parent = subprocess.Popen([sys.executable, "-"], stdin=subprocess.PIPE, env=env)  # marker not in its cmdline
+    stderr = tmp_path / "parent.stderr"
+    with stderr.open("wb") as sink:  # marker not in the parent's cmdline
+        parent = subprocess.Popen([sys.executable, "-"], stdin=subprocess.PIPE, stderr=sink, env=env)
     parent.stdin.write(launcher.encode())
     parent.stdin.close()
     try:
-        deadline = time.monotonic() + 30
-        while not _alive_with(marker) and time.monotonic() < deadline:
+        # generous: on a loaded CI machine bwrap plus a Python start has taken over 30 s
+        deadline = time.monotonic() + 90
+        while not _alive_with(marker) and parent.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _alive_with(marker)
+        assert _alive_with(marker), f"the child never ran (parent exit {parent.poll()}): {stderr.read_text()[-2000:]}"
     finally:
         parent.kill()  # SIGKILL: no sweep, no deadline; only the parent-death signal is left
         parent.wait()

@@ -2,15 +2,18 @@
 
 Operators (on the AST, so the result is always well-formed and passes the static gate, which is checked):
 
-- ``perturb``: multiply one numeric constant by exp(N(0, 0.5));
+- ``perturb``: multiply one numeric constant by exp(N(0, 0.5)), skipping the constants whose change is only a
+  different β (a factor of the one product that holds ``self.beta``, e.g. IPO's ``1 / (2 * self.beta)``: the
+  tuned baseline makes those worthless) and exponents (``x ** 1.2`` of a negative margin is NaN);
 - ``swap``: replace one elementwise primitive (logsigmoid, softplus, sigmoid, tanh, exp, relu, abs, square)
   by another;
 - ``gate``: mix two parents with a sigmoid of the scaled margin, ``g = sigmoid(beta * rho / tau)``,
   ``loss = g * a + (1 - g) * b`` — the form DiscoPOP took (docs/paper.md, LRML);
 - ``blend``: ``w * a + (1 - w) * b`` with a constant weight.
 
-Parents are drawn by tournament on fitness. The random stream depends only on (seed, run, generation, slot),
-so a resumed run proposes what the unbroken run would have.
+Parents are drawn by tournament on fitness, or for novelty in the fingerprint space (selection.choose_parent).
+The random stream depends only on (seed, run, generation, slot), so a resumed run proposes what the unbroken
+run would have.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import textwrap
 from podisco.discovery.archive import Attempt, code_hash
 from podisco.discovery.boundary.gate import GateError, check_code
 from podisco.discovery.proposers.base import Context, Proposal
-from podisco.discovery.proposers.selection import tournament
+from podisco.discovery.proposers.selection import choose_parent
 
 PRIMITIVES = (
     ("F", "logsigmoid"),
@@ -49,12 +52,41 @@ def _render(fn: ast.FunctionDef, name: str) -> str:
     return ast.unparse(ast.fix_missing_locations(fn)) + "\n"
 
 
+def _is_beta(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "beta") or (
+        isinstance(node, ast.Name) and node.id == "beta"
+    )
+
+
+def _factors(node: ast.AST) -> list[ast.AST]:
+    """The factors of a product/quotient chain: ``1 / (2 * self.beta)`` -> [1, 2, self.beta]."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Div)):
+        return _factors(node.left) + _factors(node.right)
+    return [node]
+
+
+def fixed_constants(fn: ast.FunctionDef) -> set[int]:
+    """ids of the constants ``perturb`` leaves alone: exponents, and when β occurs once, the constant factors
+    of the product holding it (scaling one of them is the same as scaling β)."""
+    fixed = {id(n.right) for n in ast.walk(fn) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)}
+    if sum(1 for n in ast.walk(fn) if _is_beta(n)) == 1:
+        for node in ast.walk(fn):
+            factors = _factors(node)
+            if len(factors) > 1 and any(_is_beta(f) for f in factors):
+                fixed |= {id(f) for f in factors if isinstance(f, ast.Constant)}
+    return fixed
+
+
 def perturb(parent: str, rng: random.Random, name: str) -> str | None:
     fn = _function(parent)
+    fixed = fixed_constants(fn)
     constants = [
         n
         for n in ast.walk(fn)
-        if isinstance(n, ast.Constant) and type(n.value) in (int, float) and n.value not in (0, -1)
+        if isinstance(n, ast.Constant)
+        and type(n.value) in (int, float)
+        and n.value not in (0, -1)
+        and id(n) not in fixed
     ]
     if not constants:
         return None
@@ -147,7 +179,7 @@ class EvolveProposer:
         self, evaluated: list[Attempt], rng: random.Random, classification: bool, context: Context
     ) -> Proposal | None:
         op = rng.choices(("perturb", "swap", "gate", "blend"), weights=(4, 3, 2, 1))[0]
-        a = tournament(evaluated, rng)
+        a = choose_parent(evaluated, rng)
         name = f"{op}_{context.generation}_{context.slot}"
         if op in ("perturb", "swap"):
             code = (perturb if op == "perturb" else swap)(a.code, rng, name)
@@ -156,7 +188,7 @@ class EvolveProposer:
         others = [e for e in evaluated if e.id != a.id]
         if not others:
             return None
-        b = tournament(others, rng)
+        b = choose_parent(others, rng)
         code = (gate if op == "gate" else blend)(a.code, b.code, rng, name, classification)
         thought = f"{op} of {a.name} ({a.fitness:.4f}) and {b.name} ({b.fitness:.4f})"
         return Proposal(name=name, thought=thought, code=code, parents=[a.id, b.id])
