@@ -45,6 +45,8 @@ _FLAGS = {
     "executor": "execution.executor",
     "address": "execution.ray_address",
     "workers": "execution.workers",
+    "gpus_per_job": "execution.gpus_per_job",
+    "accelerate_config": "execution.accelerate_config",
     "threads": "execution.threads",
     "isolation": "execution.isolation",
     "allow_weak_isolation": "execution.allow_weak_isolation",
@@ -155,6 +157,18 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=non_negative_int, help="parallel jobs; 0: cores / threads")
     p.add_argument("--threads", type=positive_int, help="torch threads per job")
+    p.add_argument(
+        "--gpus-per-job",
+        dest="gpus_per_job",
+        type=positive_int,
+        help="training processes per job, launched inside its sandbox (accelerate launch); with GPUs, the GPUs "
+        "each job holds (judged tasks)",
+    )
+    p.add_argument(
+        "--accelerate-config",
+        dest="accelerate_config",
+        help="Accelerate config for jobs on several processes, e.g. recipes/accelerate/zero3.yaml",
+    )
     p.add_argument("--seeds", type=seeds, help="seeds of a full evaluation, e.g. 0,1,2 (default: the task's)")
     p.add_argument("--reevaluate-seeds", dest="reevaluate_seeds", type=seeds, help="seeds for re-evaluating the top 3")
     p.add_argument(

@@ -84,6 +84,10 @@ class ExecutionSection:
     # minute on the tiny preset, not 15 (measured reference runs: references.py stores their seconds)
     deadline_multiple: float = 4.0
     memory_mb: int = 8192  # address-space limit per job; not applied to GPU jobs (CUDA maps far more)
+    # training processes per job (the paper: 8 GPUs per candidate): the worker launches that many ranks inside
+    # its sandbox; with GPUs each job holds this many of them at a time, without, they are CPU processes (gloo)
+    gpus_per_job: int = 1
+    accelerate_config: str = ""  # for jobs on several processes: recipes/accelerate/{fsdp,zero2,zero3}.yaml
 
 
 @dataclass
@@ -112,6 +116,12 @@ class DiscoveryConfig:
             (self.search.transfer_seeds >= 0, "search.transfer_seeds", "must be >= 0"),
             (self.execution.executor in {"local", "ray"}, "execution.executor", "local or ray"),
             (self.execution.threads >= 1, "execution.threads", "must be >= 1"),
+            (self.execution.gpus_per_job >= 1, "execution.gpus_per_job", "must be >= 1"),
+            (
+                not self.execution.accelerate_config or Path(self.execution.accelerate_config).is_file(),
+                "execution.accelerate_config",
+                f"no such file: {self.execution.accelerate_config}",
+            ),
             (self.execution.deadline_multiple >= 0, "execution.deadline_multiple", "must be >= 0 (0: the cap)"),
             (
                 self.execution.isolation in {"auto", "bwrap", "unshare", "process"},

@@ -19,6 +19,8 @@ def make_job(state: RunState, seeds, beta: float | None = None, **fields) -> Job
         seeds=tuple(seeds),
         threads=execution.threads,
         duplicate_distance=search.duplicate_distance,
+        processes=execution.gpus_per_job,
+        accelerate_config=str(Path(execution.accelerate_config).resolve()) if execution.accelerate_config else "",
         wall_s=deadline(state, len(seeds)),
         **fields,
     )

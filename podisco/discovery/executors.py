@@ -4,8 +4,9 @@ Either way one job (boundary/job.py) is one process (``python -m podisco.discove
 result.json``) under
 ``sandbox.run_sandboxed``; the executor only decides where and how many at a time. Trusted jobs (a
 registered reference loss, no candidate code) run at the ``process`` level so they may fill the shared
-reference cache; candidate jobs run at the run's isolation level. Given GPUs, each job holds one
-(``CUDA_VISIBLE_DEVICES``, its device nodes bound into bwrap); checked on an H200 under bwrap and unshare.
+reference cache; candidate jobs run at the run's isolation level. Given GPUs, each job holds ``gpus_per_job``
+of them (``CUDA_VISIBLE_DEVICES``, the device nodes bound into bwrap); one GPU per job was checked on an H200
+under bwrap and unshare.
 A cleanly finished job's result is also kept beside its folder, where the sandboxed child cannot write, so
 that a resumed run uses it instead of running the job again.
 """
@@ -33,7 +34,8 @@ class ExecutionSettings:
     limits: Limits = field(default_factory=Limits)
     readonly_paths: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
-    gpus: tuple[str, ...] = ()  # each job holds one of these GPUs (CUDA_VISIBLE_DEVICES) while it runs
+    gpus: tuple[str, ...] = ()  # each job holds gpus_per_job of these (CUDA_VISIBLE_DEVICES) while it runs
+    gpus_per_job: int = 1
 
 
 class Executor(Protocol):
@@ -113,22 +115,32 @@ def execute(job: Job, workdir: Path, settings: ExecutionSettings, gpu: str | Non
     return {"status": "failed", "error": reason + ("\n" + "\n".join(tail) if tail else ""), "sandbox": sandbox}
 
 
+def gpu_groups(gpus: tuple[str, ...], per_job: int) -> list[str]:
+    """The GPUs partitioned among concurrent jobs: ("0", "1", "2", "3") by 2 -> ["0,1", "2,3"]; a remainder
+    too small for a job is left idle."""
+    if gpus and len(gpus) < per_job:
+        raise ValueError(f"a job needs {per_job} GPUs; only {len(gpus)} are available ({','.join(gpus)})")
+    return [",".join(gpus[i : i + per_job]) for i in range(0, len(gpus) - per_job + 1, per_job)]
+
+
 class LocalExecutor:
-    """At most ``workers`` sandboxed jobs at a time on this machine; with GPUs, one job per GPU at a time."""
+    """At most ``workers`` sandboxed jobs at a time on this machine; with GPUs, each job holds its own
+    ``gpus_per_job`` of them while it runs."""
 
     def __init__(self, workers: int, settings: ExecutionSettings) -> None:
+        groups = gpu_groups(settings.gpus, settings.gpus_per_job)
         if settings.gpus:
-            workers = min(workers, len(settings.gpus))
+            workers = min(workers, len(groups))
         self.workers, self.settings = workers, settings
         self._free_gpus: queue.Queue[str] = queue.Queue()
-        for gpu in settings.gpus:
-            self._free_gpus.put(gpu)
+        for group in groups:
+            self._free_gpus.put(group)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="podisco-job")
 
     def _run(self, job: Job, workdir: Path) -> dict[str, Any]:
         if not self.settings.gpus:
             return execute(job, workdir, self.settings)
-        gpu = self._free_gpus.get()  # never waits: there are no more workers than GPUs
+        gpu = self._free_gpus.get()  # never waits: there are no more workers than GPU groups
         try:
             return execute(job, workdir, self.settings, gpu)
         finally:
@@ -151,11 +163,14 @@ class RayExecutor:
             raise RuntimeError("the Ray executor needs ray: pip install 'podisco[ray]'") from error
         self._ray = ray
         ray.init(address=address or None, ignore_reinit_error=True, log_to_driver=False)
-        gpus = 1 if settings.gpus else 0  # Ray picks the GPU and says which in CUDA_VISIBLE_DEVICES
-        self._remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus, max_retries=0)(_execute_on_node)
+        # Ray picks a node with the GPUs free and says which in CUDA_VISIBLE_DEVICES; the ranks of a job on
+        # several processes run on that one node (a task is one process tree)
+        gpus = settings.gpus_per_job if settings.gpus else 0
+        cpus = cpus_per_job * settings.gpus_per_job
+        self._remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_execute_on_node)
         self.settings = settings
         resources = ray.cluster_resources()
-        self.workers = max(1, int(resources.get("GPU" if gpus else "CPU", 1)) // (1 if gpus else cpus_per_job))
+        self.workers = max(1, int(resources.get("GPU" if gpus else "CPU", 1)) // (gpus or cpus))
 
     def submit(self, job: Job, workdir: Path) -> Future:
         return self._remote.remote(job.to_json(), str(workdir), _settings_dict(self.settings)).future()

@@ -40,8 +40,8 @@ from podisco.discovery.results import record, seed_differences
 from podisco.discovery.transfer import sweep_beta
 from podisco.errors import PodiscoError
 from podisco.progress import Console
-from podisco.tasks.base import get_task, source_paths, task_options
-from podisco.training.config import save_yaml
+from podisco.tasks.base import get_task, source_paths, task_options, trains_on_several_processes
+from podisco.training.config import ConfigError, save_yaml
 
 
 def new_run_id() -> str:
@@ -132,20 +132,23 @@ def run_discovery(
         _baseline_grid(task, search),
     )
     limits = task.limits()
-    gpus = limits.gpus
+    gpus, per_job = limits.gpus, execution.gpus_per_job
+    if per_job > 1 and not trains_on_several_processes(task):
+        raise ConfigError(f"execution.gpus_per_job: the {task.name} task trains each seed in one process")
     if gpus:
-        log(f"GPUs {', '.join(gpus)}: one job per GPU")
+        log(f"GPUs {', '.join(gpus)}: {per_job} per job")
     wall = execution.wall_s or limits.wall_s
     state.wall_cap_s = wall
     settings = ExecutionSettings(
         isolation=isolation,
         # GPU jobs: no address-space limit (CUDA maps far more than it uses); CPU time scales with the wall time
         limits=Limits(wall_s=wall, cpu_s=int(max(3600, 8 * wall)), memory_mb=0 if gpus else execution.memory_mb),
-        readonly_paths=(*task.readonly_paths(spec), *source_paths(spec)),
+        readonly_paths=(*task.readonly_paths(spec), *source_paths(spec), *_accelerate_config(execution)),
         env=_job_env(execution.threads, bool(gpus)),
         gpus=gpus,
+        gpus_per_job=per_job,
     )
-    workers = execution.workers or (len(gpus) if gpus else default_workers(execution.threads))
+    workers = execution.workers or (len(gpus) // per_job if gpus else default_workers(execution.threads * per_job))
     executor: Executor = (
         RayExecutor(execution.ray_address, settings, execution.threads)
         if execution.executor == "ray"
@@ -201,6 +204,10 @@ def _resumed_config(archive: Archive, run_id: str | None, given: DiscoveryConfig
         if given.task.options.get(key):
             config.task.options[key] = given.task.options[key]
     return config
+
+
+def _accelerate_config(execution) -> tuple[str, ...]:
+    return (str(Path(execution.accelerate_config).resolve()),) if execution.accelerate_config else ()
 
 
 def _job_env(threads: int, gpus: bool = False) -> dict[str, str]:

@@ -123,6 +123,24 @@ class Task(Protocol):
         ...
 
 
+class MultiProcessTask(Task, Protocol):
+    """A task whose jobs may train on several processes (``--gpus-per-job N``): the sandboxed worker launches
+    ``accelerate launch --num_processes N`` with ``seed_train_config``, then evaluates the saved model in one
+    process (discovery/child/ranks.py)."""
+
+    def seed_train_config(self, spec: TaskSpec, loss_name: str, beta: float, seed: int, workdir: Path) -> Any:
+        """The TrainConfig one seed trains with (``output_dir`` = ``workdir``)."""
+        ...
+
+    def evaluate_trained(self, spec: TaskSpec, workdir: Path, seed: int, steps: int) -> dict[str, Any]:
+        """Child side: the seed's row from the model saved in ``workdir / "final"`` after ``steps`` steps."""
+        ...
+
+
+def trains_on_several_processes(task: Task) -> bool:
+    return callable(getattr(task, "seed_train_config", None)) and callable(getattr(task, "evaluate_trained", None))
+
+
 # the registry
 def _builtin() -> dict[str, str]:
     """Built-in task names -> ``module:Class``; imported only when asked for (the judged tasks pull in more)."""

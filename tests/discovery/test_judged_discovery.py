@@ -144,6 +144,28 @@ def test_cli_discover_takes_the_judged_task_arguments(chat_setup, tmp_path, monk
     assert "no usable LLM judge: https://judge.example.com/v1 needs $OPENAI_API_KEY" in capsys.readouterr().err
 
 
+def test_jobs_on_two_processes_launch_their_ranks_inside_the_sandbox(chat_setup, tmp_path, monkeypatch):
+    """--gpus-per-job 2 on a CPU: every job (the DPO reference and the seed losses) trains on two gloo ranks
+    that the sandboxed worker launches, and answers with the model they saved; DDP on 2 ranks x half the batch
+    takes the same steps as one process, so DPO's answers match a one-process run's."""
+    monkeypatch.setenv("PODISCO_CACHE", str(tmp_path / "cache"))
+    with FakeLLMServer(default=fake_judge) as server:
+        answers = {}
+        for processes in (1, 2):
+            root = tmp_path / f"runs{processes}"
+            config = _config(
+                chat_setup, server.base_url, tmp_path / "judge", generations=0, reevaluate_top=0, gpus_per_job=2
+            )
+            config.execution.gpus_per_job = processes
+            run_id = run_discovery(config, root, log=lambda message: None)
+            attempts = Archive(root / "archive.sqlite").attempts(run_id)
+            assert {a.status for a in attempts} == {"evaluated"}, [a.error for a in attempts]
+            answers[processes] = {a.name: a.metrics["per_seed"][0]["answers"] for a in attempts}
+    assert answers[2]["dpo"] == answers[1]["dpo"]
+    seed_folder = next((tmp_path / "runs2" / "work").glob("*/attempt-*/seed-0"))
+    assert (seed_folder / "trained.json").exists() and (seed_folder / "final").is_dir()  # the ranks' output
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_jobs_train_and_answer_on_their_gpu_inside_the_sandbox(chat_setup, tmp_path, monkeypatch):
     monkeypatch.setenv("PODISCO_CACHE", str(tmp_path / "cache"))

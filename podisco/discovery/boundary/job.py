@@ -35,6 +35,10 @@ class Job:
     stage1_seeds: int = 0
     stage_threshold: float | None = None  # stop after stage 1 when its fitness is below this
     race: Mapping[str, float] | None = None  # racing.Race as JSON: decide after each seed (replaces stage 1)
+    # training processes per seed (--gpus-per-job): >1 launches that many ranks inside the sandbox, with
+    # ``accelerate_config`` (FSDP, DeepSpeed; a read-only path) or plain DDP
+    processes: int = 1
+    accelerate_config: str = ""
     wall_s: float = 0.0  # this job's deadline (dispatch.deadline); 0: the executor's limit. Not in identity()
 
     def __post_init__(self) -> None:

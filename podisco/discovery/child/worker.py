@@ -83,6 +83,18 @@ def _loss_for(job: Job, task: Task):
     return loss_fn, check_preference_loss(loss_fn, job.beta)
 
 
+def _seed_on_ranks(task: Task, job: Job, workdir: Path, seed: int, out: Path) -> dict[str, Any]:
+    """Train one seed on ``job.processes`` launched ranks (child/ranks.py), then evaluate here."""
+    from podisco.discovery.child.ranks import train_on_ranks
+    from podisco.tasks.base import trains_on_several_processes
+
+    if not trains_on_several_processes(task):
+        raise ValueError(f"the {task.name} task trains in one process; --gpus-per-job needs seed_train_config")
+    config = task.seed_train_config(job.task, job.loss or job.name, job.beta, seed, out)  # type: ignore[attr-defined]
+    steps = train_on_ranks(job, workdir / "job.json", config, job.processes, job.accelerate_config)
+    return task.evaluate_trained(job.task, out, seed, steps)  # type: ignore[attr-defined]
+
+
 def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     """Everything the worker does for one job; never raises for a candidate's fault."""
     from podisco.discovery.boundary.gate import GateError
@@ -151,7 +163,10 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     for seed in job.seeds:
         out = workdir / f"seed-{seed}"
         try:
-            row = task.run_seed(job.task, job.loss or job.name, loss_fn, job.beta, seed, out)
+            if job.processes > 1:
+                row = _seed_on_ranks(task, job, workdir, seed, out)
+            else:
+                row = task.run_seed(job.task, job.loss or job.name, loss_fn, job.beta, seed, out)
         except Exception as error:
             return {**result, "status": "failed", "error": f"seed {seed}: {_error_text(error)}", "per_seed": rows}
         if (out / "metrics.jsonl").exists():

@@ -160,8 +160,25 @@ def train_and_answer(
 
     config = train_config(spec, loss, beta, seed, output_dir)
     result, model, tokenizer = train_from_config(config, loss_fn, log=log)
+    return _answered(spec, model, tokenizer, seed, result.steps)
+
+
+def answer_trained(spec: dict, output_dir: str | Path, seed: int, steps: int) -> dict[str, Any]:
+    """Answer with the model that processes launched elsewhere trained and saved as ``output_dir/final``."""
+    import torch
+
+    from podisco.models import load_model, load_tokenizer
+
+    final = str(Path(output_dir) / "final")
+    tokenizer, model = load_tokenizer(final), load_model(final)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return _answered(spec, model, tokenizer, seed, steps)
+
+
+def _answered(spec: dict, model, tokenizer, seed: int, steps: int) -> dict[str, Any]:
     device = str(next(model.parameters()).device)
-    return {"seed": seed, "steps": result.steps, "device": device, "answers": answer(spec, model, tokenizer, seed)}
+    return {"seed": seed, "steps": steps, "device": device, "answers": answer(spec, model, tokenizer, seed)}
 
 
 def score_answers(spec: dict, answers: Sequence, judge, seed: int) -> dict[str, float]:

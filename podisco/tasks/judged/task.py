@@ -97,6 +97,16 @@ class _JudgedTask:
         """Train and answer only: the parent judges the answers (the worker has no network and no key)."""
         return pipeline.train_and_answer(self._pipeline_spec(spec), loss_name, beta, seed, workdir, loss_fn, log=print)
 
+    # A job on several processes (--gpus-per-job N): the worker launches the training itself, on N ranks, with
+    # the config below, then asks for the answers of the saved model (child/ranks.py).
+    def seed_train_config(self, spec: TaskSpec, loss_name: str, beta: float, seed: int, workdir: Path):
+        config = pipeline.train_config(self._pipeline_spec(spec), loss_name, beta, seed, workdir)
+        config.save_model = True  # the model crosses from the ranks to the evaluating worker as final/
+        return config
+
+    def evaluate_trained(self, spec: TaskSpec, workdir: Path, seed: int, steps: int) -> dict[str, Any]:
+        return pipeline.answer_trained(self._pipeline_spec(spec), workdir, seed, steps)
+
     def finish_seed(self, spec: TaskSpec, row: dict[str, Any]) -> dict[str, Any]:
         """The seed's row with the judge's ``score`` (its fitness before pairing), ``stderr`` and ``judged``."""
         if self._judge is None:
