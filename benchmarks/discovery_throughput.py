@@ -1,7 +1,8 @@
 """Candidates per hour: podisco's discovery loop vs a naive pipeline built like the paper's, on one stream.
 
-The same replayed stream of 20 proposals (duplicates, invalid code, weak and good losses) is evaluated on
-the IMDb task (``--preset default``) twice, in one run:
+The same replayed stream of proposals (``--stream short``: 20, duplicates, invalid code, weak and good losses;
+``--stream long``: 60 shaped like a real LLM's output, ``long_stream``) is evaluated on the IMDb task
+(``--preset default``) by both pipelines, in one run (``--levers``: podisco once per throughput lever):
 
 - **podisco**: ``run_discovery`` with the replay proposer: static gate, behavioural dedup, cached reference
   log-probs, racing over the seeds (boundary/racing.py; the README's rows ran the older fixed stage 1: 1 seed,
@@ -14,6 +15,7 @@ the same seeds; the DPO reference runs are computed once, before the clock start
 with wall time, candidates per hour, and the top 3 of each.
 
     .venv/bin/python benchmarks/discovery_throughput.py --preset default --seeds 0,1,2
+    .venv/bin/python benchmarks/discovery_throughput.py --stream long --levers
 """
 
 from __future__ import annotations
@@ -58,6 +60,89 @@ STREAM = [
     ("cubic", "(1 - self.beta * logits) ** 3"),  # unbounded below: weak or unstable
 ]
 
+# The longer stream (--stream long): 60 proposals shaped like a real LLM's output over a run. Per the issue: mostly
+# rewrites of what the archive holds (near-duplicates: the same function written another way, or nudged by a
+# tiny constant), DPO at another β (on and off the tuned baseline's grid), code that cannot be used (syntax,
+# gate, wrong shape, NaN on negative margins), and a few distinct losses worth training.
+_GOOD = [
+    ("ipo", "(logits - 1 / (2 * self.beta)) ** 2"),
+    ("exp_loss", "torch.exp(-self.beta * logits)"),
+    ("hinge", "torch.relu(1 - self.beta * logits)"),
+    ("sq_hinge", "torch.relu(1 - self.beta * logits) ** 2"),
+    ("robust_dpo", "-0.9 * F.logsigmoid(self.beta * logits) - 0.1 * F.logsigmoid(-self.beta * logits)"),
+    (
+        "lrml",
+        "torch.sigmoid(-self.beta * logits / 0.05) * torch.exp(-self.beta * logits)"
+        " - torch.sigmoid(self.beta * logits / 0.05) * F.logsigmoid(self.beta * logits)",
+    ),
+    ("smooth_hinge", "F.softplus(1 - self.beta * logits)"),
+    ("logistic_margin", "-F.logsigmoid(self.beta * logits - 0.5)"),
+    ("tanh_loss", "1 - torch.tanh(self.beta * logits)"),
+    ("sigmoid_loss", "torch.sigmoid(-self.beta * logits)"),
+]
+_REWRITES = [  # behaviourally the same as an earlier entry (or as DPO)
+    ("dpo_softplus", "F.softplus(-self.beta * logits)"),
+    ("dpo_log1p", "torch.log1p(torch.exp(-self.beta * logits))"),
+    ("dpo_log_sigmoid", "-torch.log(torch.sigmoid(self.beta * logits))"),
+    ("dpo_nudged", "-1.0001 * F.logsigmoid(self.beta * logits)"),
+    ("dpo_offset", "-F.logsigmoid(self.beta * logits) + 1e-06"),
+    ("ipo_expanded", "logits ** 2 - logits / self.beta + 1 / (4 * self.beta ** 2)"),
+    ("ipo_nudged", "(logits - 0.5001 / self.beta) ** 2"),
+    ("exp_neg", "torch.exp(-(self.beta * logits))"),
+    ("exp_scaled", "1.0001 * torch.exp(-self.beta * logits)"),
+    ("hinge_max", "torch.clamp(1 - self.beta * logits, min=0)"),
+    ("hinge_nudged", "torch.relu(1.0001 - self.beta * logits)"),
+    ("sq_hinge_mul", "torch.relu(1 - self.beta * logits) * torch.relu(1 - self.beta * logits)"),
+    ("robust_dpo_softplus", "0.9 * F.softplus(-self.beta * logits) + 0.1 * F.softplus(self.beta * logits)"),
+    ("smooth_hinge_log", "torch.log1p(torch.exp(1 - self.beta * logits))"),
+    ("margin_softplus", "F.softplus(0.5 - self.beta * logits)"),
+    ("tanh_nudged", "1.0001 - torch.tanh(self.beta * logits)"),
+    ("sigmoid_one_minus", "1 - torch.sigmoid(self.beta * logits)"),
+    ("dpo_twice_half", "-0.5 * F.logsigmoid(self.beta * logits) * 2"),
+    (
+        "lrml_again",
+        "-torch.sigmoid(self.beta * logits / 0.05) * F.logsigmoid(self.beta * logits)"
+        " + torch.sigmoid(-self.beta * logits / 0.05) * torch.exp(-self.beta * logits)",
+    ),
+    ("exp_loss_again", "torch.exp(-self.beta * logits)"),  # exactly an earlier code
+    ("dpo_times_1000", "1000 * F.softplus(-self.beta * logits)"),  # DPO at another output scale
+]
+_RESCALES = [  # DPO at another β: on the baseline grid (x0.5, 2, 4, 10, 20) a duplicate, off it trained and labelled
+    (f"dpo_beta_x{c:g}".replace(".", "_"), f"-F.logsigmoid({c:g} * self.beta * logits)")
+    for c in (2, 4, 0.5, 10, 3, 1.5, 0.3, 6, 20, 0.7, 2.5, 8)
+]
+_INVALID = [
+    ("syntax_error", "-F.logsigmoid(self.beta * logits"),
+    ("imports_os", "__import__('os').getpid() * logits"),
+    ("scalar_mean", "(-F.logsigmoid(self.beta * logits)).mean()"),
+    ("scalar_sum", "torch.exp(-self.beta * logits).sum()"),
+    ("log_of_margin", "-torch.log(self.beta * logits)"),  # NaN for negative margins
+    ("sqrt_of_margin", "-torch.sqrt(self.beta * logits)"),
+    ("opens_file", "open('/etc/passwd') and logits"),
+    ("dunder", "logits.__class__"),
+    ("no_grad", "torch.zeros_like(logits)"),  # no gradient reaches the policy
+    ("inf_loss", "1 / (self.beta * logits * 0)"),
+    ("eval_call", "eval('logits')"),
+    ("wrong_shape", "torch.stack([logits, logits])"),
+    ("pow_fraction", "(1 - self.beta * logits) ** 1.5"),  # NaN where the base is negative
+    ("getattr_call", "getattr(torch, 'exp')(-logits)"),
+    ("detached", "-F.logsigmoid(self.beta * logits.detach())"),
+    ("nan_const", "logits * float('nan')"),
+    ("linear", "-self.beta * logits"),  # unbounded below: weak or unstable, trained
+]
+
+
+def long_stream() -> list[tuple[str, str]]:
+    """60 proposals in a fixed shuffled order, each good loss before its rewrites (as a search would find it)."""
+    import random
+
+    rng = random.Random(2406)
+    later = _REWRITES + _RESCALES + _INVALID
+    rng.shuffle(later)
+    stream = list(_GOOD[:4]) + later[:20] + list(_GOOD[4:]) + later[20:]
+    return stream[:60]
+
+
 NAIVE_CHILD = r"""
 import json, math, sys, tempfile, torch, torch.nn.functional as F
 from types import SimpleNamespace
@@ -80,16 +165,18 @@ print("RESULT " + json.dumps(rows))
 """
 
 
-def replay_file(directory: Path) -> Path:
+def replay_file(directory: Path, stream: list[tuple[str, str]]) -> Path:
     path = directory / "stream.jsonl"
     with path.open("w") as f:
-        for name, body in STREAM:
+        for name, body in stream:
             f.write(json.dumps({"name": name, "thought": "benchmark", "code": METHOD.format(name=name, body=body)}))
             f.write("\n")
     return path
 
 
-def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -> tuple[float, list, dict]:
+def run_podisco(
+    preset: str, seeds: tuple[int, ...], root: Path, stream: Path, racing: bool = True
+) -> tuple[float, list, dict]:
     from dataclasses import replace
 
     from podisco.discovery.archive import Archive
@@ -100,7 +187,8 @@ def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -
     config = DiscoveryConfig(
         task=TaskSection("imdb", {"preset": preset}),
         proposer=ProposerSection(kind="replay", replay_file=str(stream)),
-        search=SearchSection(generations=5, population=4, seeds=seeds, reevaluate_top=0),
+        # generations enough for the whole stream; the replay proposer ends the search when it runs dry
+        search=SearchSection(generations=100, population=4, seeds=seeds, reevaluate_top=0, racing=racing),
         execution=ExecutionSection(allow_weak_isolation=True),
     )
     # Seeds and references first, off the clock (both pipelines get them for free).
@@ -124,14 +212,16 @@ def run_podisco(preset: str, seeds: tuple[int, ...], root: Path, stream: Path) -
     return wall, [(a.name, a.fitness) for a in ranked[:3]], {"statuses": statuses, "references": references}
 
 
-def run_naive(preset: str, seeds: tuple[int, ...], references: dict) -> tuple[float, list, int]:
+def run_naive(
+    preset: str, seeds: tuple[int, ...], references: dict, stream: list[tuple[str, str]]
+) -> tuple[float, list, int]:
     from podisco.stats import estimate
     from podisco.tasks.imdb.task import ImdbTask
 
     task = ImdbTask(preset=preset)
     scored, failures = [], 0
     start = time.perf_counter()
-    for name, body in STREAM:
+    for name, body in stream:
         job = {"name": name, "code": METHOD.format(name=name, body=body), "preset": preset, "seeds": list(seeds)}
         done = subprocess.run([sys.executable, "-c", NAIVE_CHILD, json.dumps(job)], capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -152,30 +242,47 @@ def run_naive(preset: str, seeds: tuple[int, ...], references: dict) -> tuple[fl
     return wall, top[:3], failures
 
 
+# Levers of issue 17 that exist, as run_podisco arguments; the others are listed as not built.
+LEVERS = {"fixed stage 1 (no racing)": {"racing": False}, "racing": {"racing": True}}
+NOT_BUILT = ("stage 0 (multi-fidelity)", "asynchronous steady state", "warm workers (fork server)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--stream", choices=["short", "long"], default="short", help="20 or 60 proposals")
+    parser.add_argument("--levers", action="store_true", help="one podisco row per lever (each a full run)")
     parser.add_argument("--skip-naive", action="store_true", help="only podisco (to rerun it after a change)")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    stream = STREAM if args.stream == "short" else long_stream()
+    variants = LEVERS if args.levers else {"racing": LEVERS["racing"]}
+    ours = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ours_wall, ours_top, info = run_podisco(args.preset, seeds, root / "podisco", replay_file(root))
+        path = replay_file(root, stream)
+        for label, options in variants.items():
+            ours[label] = run_podisco(args.preset, seeds, root / label.split()[0], path, **options)
+            wall, top, info = ours[label]
+            print(f"podisco ({label}): {wall:.0f} s, {info['statuses']}, top 3 {top}")
         if args.skip_naive:
-            print(f"podisco: {ours_wall:.0f} s, {info['statuses']}, top 3 {ours_top}")
             return
-        naive_wall, naive_top, naive_failures = run_naive(args.preset, seeds, info["references"])
-    n = len(STREAM)
-    print(f"\n{n} proposals, IMDb preset {args.preset}, seeds {args.seeds}; podisco outcomes: {info['statuses']}")
+        references = next(iter(ours.values()))[2]["references"]
+        naive_wall, naive_top, naive_failures = run_naive(args.preset, seeds, references, stream)
+    n = len(stream)
+    print(f"\n{n} proposals, IMDb preset {args.preset}, seeds {args.seeds}")
     print(f"naive pipeline: {naive_failures} candidates crashed\n")
-    print("| pipeline | wall s | candidates/hour | top 3 |")
-    print("|---|---|---|---|")
-    for label, wall, top in (("podisco", ours_wall, ours_top), ("naive (paper-like)", naive_wall, naive_top)):
+    print("| pipeline | wall s | candidates/hour | vs naive | same top 3 | top 3 |")
+    print("|---|---|---|---|---|---|")
+    naive_names = {a for a, _ in naive_top}
+    rows = [(f"podisco: {label}", wall, top) for label, (wall, top, _) in ours.items()]
+    for label, wall, top in [*rows, ("naive (paper-like)", naive_wall, naive_top)]:
         names = ", ".join(f"{name} {fitness:+.4f}" for name, fitness in top)
-        print(f"| {label} | {wall:.0f} | {3600 * n / wall:.1f} | {names} |")
-    same = {a for a, _ in ours_top} == {a for a, _ in naive_top}
-    print(f"\nspeed-up: {naive_wall / ours_wall:.2f}x; same top 3 (as sets): {same}")
+        same = {a for a, _ in top} == naive_names
+        print(f"| {label} | {wall:.0f} | {3600 * n / wall:.1f} | {naive_wall / wall:.2f}x | {same} | {names} |")
+    for lever in NOT_BUILT:
+        print(f"| podisco: {lever} | not built yet | | | | |")
 
 
 if __name__ == "__main__":
