@@ -24,6 +24,7 @@ _FLAGS = {
     "generations": "search.generations",
     "population": "search.population",
     "refills": "search.refills",
+    "steady_state": "search.steady_state",
     "seeds": "search.seeds",
     "reevaluate_seeds": "search.reevaluate_seeds",
     "fitness": "search.fitness",
@@ -149,6 +150,13 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", help="JSONL of recorded replies for --proposer replay")
     p.add_argument("--generations", type=non_negative_int)
     p.add_argument("--population", type=positive_int, help="proposals per generation")
+    p.add_argument(
+        "--steady-state",
+        dest="steady_state",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="propose whenever a worker is free (default); --no-steady-state: a generation at a time, as the paper",
+    )
     p.add_argument(
         "--refills",
         type=non_negative_int,

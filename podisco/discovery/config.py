@@ -60,6 +60,9 @@ class SearchSection:
     transfer_betas: tuple[float, ...] = ()  # empty: the task's (IMDb: the paper's 0.01..2.5)
     transfer_seeds: int = 0  # how many of the held-out seeds; 0: all
     duplicate_distance: float = 0.05
+    # steady state: a new proposal whenever a worker is free (generations only count); off: the paper's
+    # protocol, a generation's proposals at once, the next generation when all have finished
+    steady_state: bool = True
     # a slot a behavioural duplicate took is proposed again (a duplicate trains nothing), up to refills x
     # population extra proposals per generation; 0: a duplicate uses up its slot
     refills: int = 3

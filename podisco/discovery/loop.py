@@ -13,17 +13,16 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import as_completed
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from podisco.discovery.archive import Archive, Attempt, code_hash
+from podisco.discovery.archive import Archive, code_hash
 from podisco.discovery.boundary.gate import GateError, check_code
-from podisco.discovery.boundary.racing import Race, pooled_se, prior_sd
 from podisco.discovery.boundary.sandbox import Limits, detect_isolation, require_isolation
+from podisco.discovery.candidates import CandidateJobs, log_attempt
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
 from podisco.discovery.confirm import verdict_lines
-from podisco.discovery.dispatch import describe_deadline, job_seconds, make_job, submit, typical_seconds
+from podisco.discovery.dispatch import describe_deadline, job_seconds, typical_seconds
 from podisco.discovery.executors import (
     ExecutionSettings,
     Executor,
@@ -36,7 +35,6 @@ from podisco.discovery.proposers import prompts
 from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
 from podisco.discovery.references import tune_baseline
-from podisco.discovery.results import record, seed_differences
 from podisco.discovery.transfer import sweep_beta
 from podisco.errors import PodiscoError
 from podisco.progress import Console
@@ -158,9 +156,7 @@ def run_discovery(
         tune_baseline(state, executor, log)
         _generation_zero(state, executor, log)
         log(describe_deadline(state))
-        for generation in range(1, search.generations + 1):
-            if not _generation(state, executor, proposer, generation, log):
-                break
+        _search(state, executor, proposer, log)
         confirm_top(state, executor, log)
         sweep_beta(state, executor, log)
         archive.finish_run(run_id)
@@ -241,51 +237,95 @@ def _generation_zero(state: RunState, executor: Executor, log: Console) -> None:
     for slot, (name, code) in enumerate(state.task.seed_archive().items()):
         if slot not in existing:
             state.archive.add_proposed(state.run_id, 0, slot, "seed", name, f"seed loss {name}", code)
-    _dispatch(state, executor, 0, log)
+    pending = [a for a in state.archive.attempts(state.run_id, "proposed") if a.generation == 0]
+    jobs = CandidateJobs(state, executor, log)
+    for attempt in pending:
+        jobs.submit(attempt)
+    with log.step("seed losses", len(pending), "jobs") as progress:
+        while jobs:
+            finished = jobs.finish_next()
+            if finished is not None:
+                progress.advance(note=finished.name)
     if state.reference_seconds is None:  # a task without reference runs (digits): the seed losses' time
         seeds = [a for a in state.archive.attempts(state.run_id, "evaluated") if a.generation == 0]
         state.reference_seconds = typical_seconds([job_seconds(a.timings, len(a.seeds or [])) for a in seeds])
 
 
-def _generation(state: RunState, executor: Executor, proposer: Proposer, generation: int, log: Console) -> bool:
-    """Fill the generation's slots, evaluate, feed back; then refill the slots that duplicates took (a
-    duplicate trains nothing, so it should not use up the generation), up to ``search.refills`` × population
-    proposals more. False: the proposer ran dry."""
-    archive, run = state.archive, state.run_id
-    population = state.config.search.population
-    cap = population * (1 + state.config.search.refills)  # proposals a generation may make
-    taken = {a.slot for a in archive.attempts(run) if a.generation == generation}
-    batch, first = [slot for slot in range(population) if slot not in taken], True
-    while True:
-        exhausted = _propose(state, proposer, generation, batch, log)
-        _dispatch(state, executor, generation, log)
-        attempts = [a for a in archive.attempts(run) if a.generation == generation]
-        # the first batch reports the whole generation (a resumed run may have proposed some before), a refill
-        # only itself
-        finished, first = (attempts if first else [a for a in attempts if a.slot in batch]), False
-        context = Context(run, state.task, generation, 0, population, archive, _baseline_text(state))
-        proposer.feedback(context, finished)
-        missing = population - sum(1 for a in attempts if a.status != "duplicate")
-        if exhausted or missing <= 0 or len(attempts) >= cap:
-            return not exhausted
-        batch = list(range(len(attempts), len(attempts) + min(missing, cap - len(attempts))))
-        log(f"gen {generation}: {missing} of {population} slots went to duplicates; proposing again")
+def _search(state: RunState, executor: Executor, proposer: Proposer, log: Console) -> None:
+    """Generations 1..G. A generation takes ``population`` proposals that are not behavioural duplicates (a
+    duplicate trains nothing, so its slot is proposed again, up to ``refills`` x population proposals).
+
+    Steady state (``search.steady_state``, as OpenEvolve and ShinkaEvolve): a proposal whenever a worker is
+    free, into the earliest generation with room, so no worker waits for a generation's slowest job; the
+    generation is only a counter for lineage and feedback. Off: the paper's protocol, a generation's proposals
+    all at once, then the next only when every one has finished. Either way the proposer hears the outcomes
+    that finished since it last heard, in one batch, before its next proposal (and once at the end)."""
+    archive, run, search = state.archive, state.run_id, state.config.search
+    jobs = CandidateJobs(state, executor, log)
+    for attempt in archive.attempts(run, "proposed"):  # a resumed run: proposed before the stop, never finished
+        if attempt.generation >= 1:
+            jobs.submit(attempt)
+    current = _open_generation(state, search.steady_state) or search.generations + 1
+    fed = {a.id for a in archive.attempts(run) if 1 <= a.generation < current and a.status != "proposed"}
+    exhausted = False
+    with log.step("search", search.generations * search.population, "candidates") as progress:
+        while True:
+            while not exhausted and (not search.steady_state or jobs.attempts() < executor.workers):
+                generation = _open_generation(state, search.steady_state)
+                if generation is None:
+                    break
+                _feed_back(state, proposer, fed, generation)
+                slot = sum(1 for a in archive.attempts(run) if a.generation == generation)
+                context = Context(run, state.task, generation, slot, search.population, archive, _baseline_text(state))
+                try:
+                    proposal = proposer.propose(context)
+                except ReplayExhausted as error:
+                    log(f"proposer: {error}")
+                    exhausted = True
+                    break
+                attempt = archive.attempt(_admit(state, generation, slot, proposer.kind, proposal))
+                if attempt.status == "proposed":
+                    jobs.submit(attempt)
+                else:  # settled without a worker: say so as the dispatched ones do
+                    log_attempt(state, attempt, log)
+                    progress.advance(note=attempt.name)
+            if not jobs:
+                break
+            finished = jobs.finish_next()
+            if finished is not None:
+                progress.advance(note=finished.name)
+    _feed_back(state, proposer, fed, search.generations)
 
 
-def _propose(state: RunState, proposer: Proposer, generation: int, slots: list[int], log: Console) -> bool:
-    """Admit one proposal per slot; True when the proposer ran dry."""
-    population = state.config.search.population
-    for slot in slots:
-        context = Context(state.run_id, state.task, generation, slot, population, state.archive, _baseline_text(state))
-        try:
-            proposal = proposer.propose(context)
-        except ReplayExhausted as error:
-            log(f"proposer: {error}")
-            return True
-        attempt = state.archive.attempt(_admit(state, generation, slot, proposer.kind, proposal))
-        if attempt.status != "proposed":  # settled without a worker: say so as the dispatched ones do
-            _log_attempt(state, attempt, log)
-    return False
+def _open_generation(state: RunState, steady: bool) -> int | None:
+    """The earliest generation with room for a proposal: fewer than ``population`` proposals that are not
+    duplicates (running ones count as not), and fewer than its cap. Without the steady state a generation only
+    takes proposals when none of its own is running, and a later one only once the earlier are full."""
+    search = state.config.search
+    cap = search.population * (1 + search.refills)
+    attempts = state.archive.attempts(state.run_id)
+    for generation in range(1, search.generations + 1):
+        mine = [a for a in attempts if a.generation == generation]
+        running = any(a.status == "proposed" for a in mine)
+        has_room = sum(a.status != "duplicate" for a in mine) < search.population and len(mine) < cap
+        if has_room and (steady or not running):
+            return generation
+        if not steady and (has_room or running):
+            return None
+    return None
+
+
+def _feed_back(state: RunState, proposer: Proposer, fed: set[int], generation: int) -> None:
+    """Tell the proposer the outcomes that finished since it last heard (generation 0, the seeds, it is shown
+    otherwise)."""
+    archive = state.archive
+    news = [
+        a for a in archive.attempts(state.run_id) if a.generation >= 1 and a.status != "proposed" and a.id not in fed
+    ]
+    if news:
+        context = Context(state.run_id, state.task, generation, 0, state.config.search.population, archive)
+        proposer.feedback(replace(context, baseline=_baseline_text(state)), news)
+        fed.update(a.id for a in news)
 
 
 def _baseline_text(state: RunState) -> str:
@@ -336,131 +376,3 @@ def _admit(state: RunState, generation: int, slot: int, kind: str, proposal: Pro
             error=prompts.SAME_CODE,
         )
     return attempt_id
-
-
-def _known_fingerprints(state: RunState) -> dict[str, list[float]]:
-    evaluated = state.archive.attempts(state.run_id, "evaluated")
-    return {f"attempt:{a.id} {a.name}": a.fingerprint for a in evaluated if a.fingerprint}
-
-
-def _registry_measured(state: RunState) -> list[str]:
-    """Registered losses whose fitness this run has: the seeds (dpo -> sigmoid, slic -> hinge, ...)."""
-    from podisco.losses.registry import get_spec
-
-    names = []
-    for a in state.archive.attempts(state.run_id, "evaluated"):
-        if a.proposer == "seed" and state.task.kind == "preference":
-            names.append(get_spec(a.name).name)
-    return names
-
-
-def _stage_threshold(state: RunState) -> float | None:
-    """Stage 1 promotes a candidate within ``promote_margin`` of the best fully evaluated attempt."""
-    search = state.config.search
-    full = _fully_evaluated(state)
-    if not full or search.stage1_seeds >= len(state.seeds):
-        return None
-    if not state.task.staged:  # e.g. a judged task: the worker cannot score its own answers
-        return None
-    return max(a.fitness for a in full) - search.promote_margin
-
-
-def _race(state: RunState) -> dict[str, float] | None:
-    """Racing's terms from the archive: the incumbent (best fully evaluated attempt) and the per-seed noise of
-    the attempts that ran every seed; None (the fixed stage 1 then) when racing is off or nothing is known."""
-    search = state.config.search
-    full = _fully_evaluated(state)
-    if not search.racing or not full or len(state.seeds) < 2 or not state.task.staged:
-        return None
-    differences = {a.id: seed_differences(state, a.metrics.get("per_seed") or [], state.references) for a in full}
-    noise = prior_sd(list(differences.values()))
-    if noise is None:
-        return None
-    best = max(full, key=lambda a: a.fitness)
-    return Race(best.fitness, pooled_se(differences[best.id], noise), noise, z=search.racing_z).to_json()
-
-
-def _fully_evaluated(state: RunState) -> list[Attempt]:
-    return [
-        a
-        for a in state.archive.attempts(state.run_id, "evaluated")
-        if a.fitness is not None and len(a.seeds or []) >= len(state.seeds)
-    ]
-
-
-def _dispatch(state: RunState, executor: Executor, generation: int, log: Console) -> None:
-    pending = [a for a in state.archive.attempts(state.run_id, "proposed") if a.generation == generation]
-    if not pending:
-        return
-    seed_stage = generation == 0
-    race = None if seed_stage else _race(state)
-    threshold = None if seed_stage or race is not None else _stage_threshold(state)
-    known = {} if seed_stage else _known_fingerprints(state)
-    futures = {}
-    for a in pending:
-        job = make_job(
-            state,
-            state.seeds,
-            name=a.name,
-            code=a.code,
-            known=known,
-            registry_measured=tuple(_registry_measured(state)),
-            dedup=not seed_stage,
-            reference=state.references,
-            baseline_grid=state.baseline_grid if state.baseline else (),
-            stage1_seeds=state.config.search.stage1_seeds,
-            stage_threshold=threshold,
-            race=race,
-        )
-        futures[submit(executor, job, _workdir(state, a))] = (a, None)
-    label = "seed losses" if seed_stage else f"gen {generation}/{state.config.search.generations}"
-    waiting: dict[int, dict] = {}  # attempt id -> its results so far (frontier fitness: one per grid β)
-    with log.step(label, len(futures), "jobs") as progress:
-        while futures:
-            future = next(as_completed(futures))
-            (attempt, beta), result = futures.pop(future), future.result()
-            if beta is None and _wants_grid(state, result):  # promoted: now it pays for the rest of the grid
-                waiting[attempt.id] = {"result": result, "grid": {}}
-                for other in _other_betas(state):
-                    job = make_job(state, state.seeds, beta=other, name=attempt.name, code=attempt.code)
-                    futures[submit(executor, job, _workdir(state, attempt, other))] = (attempt, other)
-                continue
-            grid = None
-            if beta is not None:
-                waiting[attempt.id]["grid"][beta] = result
-                if len(waiting[attempt.id]["grid"]) < len(_other_betas(state)):
-                    continue
-                result, grid = waiting[attempt.id]["result"], waiting.pop(attempt.id)["grid"]
-            record(state, attempt, result, grid)
-            _log_attempt(state, state.archive.attempt(attempt.id), log)
-            progress.advance(note=attempt.name)
-
-
-def _workdir(state: RunState, attempt: Attempt, beta: float | None = None) -> Path:
-    suffix = "" if beta is None else f"-beta{beta:g}"
-    return state.root / "work" / state.run_id / f"attempt-{attempt.id}{suffix}"
-
-
-def _other_betas(state: RunState) -> list[float]:
-    return [b for b in state.baseline_grid if b != state.config.search.beta]
-
-
-def _wants_grid(state: RunState, result: dict) -> bool:
-    """Frontier fitness: a candidate that ran every search seed (it passed stage 1) is trained at the grid too."""
-    return (
-        state.config.search.fitness == "frontier"
-        and state.task.paired
-        and bool(_other_betas(state))
-        and result.get("status") == "evaluated"
-        and result.get("promoted", True)
-        and len(result.get("per_seed", [])) == len(state.seeds)
-    )
-
-
-def _log_attempt(state: RunState, a: Attempt, log) -> None:
-    best = state.archive.best(state.run_id)
-    best_text = f" | best {best[0].fitness:+.4f} ({best[0].name})" if best else ""
-    score = f" fitness {a.fitness:+.4f}" if a.fitness is not None else ""
-    why = f": {(a.error or '').splitlines()[0][:120]}" if a.status in ("invalid", "failed", "duplicate") else ""
-    label = f" [{a.rescaling}]" if a.rescaling and a.status != "duplicate" else ""
-    log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{label}{why}{best_text}")
