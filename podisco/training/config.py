@@ -82,6 +82,9 @@ class TrainConfig:
     cache_reference: bool = True  # reference log-probs are always precomputed; this keeps them on disk
     reference_cache_dir: str = ""  # default: ~/.cache/podisco/reference
     logprob_chunk_tokens: int = 8192  # lm_head is applied to at most this many tokens at a time
+    # torch.compile of the log-prob forward (model body + chunked head; dynamic shapes, since batch lengths
+    # vary): a GPU speed-up that costs its compile time in the first steps (benchmarks/trainer_vs_trl.py)
+    compile: bool = False
     log_every: int = 1
     save_every: int = 0  # steps between checkpoints; 0: only at the end
     save_model: bool = True  # False: no end checkpoint, no final/ weights (a discovery worker answers from memory)

@@ -69,16 +69,24 @@ class CompletionScorer(torch.nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (N, T, H)
         scored = hidden[score_row, score_pos]  # (K, H)
-        if scored.shape[0] <= self.chunk_tokens:
-            return _chunk_logps(scored, head.weight, head.bias, score_token)
-        parts = []
-        for start in range(0, scored.shape[0], self.chunk_tokens):
-            h, t = scored[start : start + self.chunk_tokens], score_token[start : start + self.chunk_tokens]
-            if torch.is_grad_enabled():
-                parts.append(checkpoint(_chunk_logps, h, head.weight, head.bias, t, use_reentrant=False))
-            else:
-                parts.append(_chunk_logps(h, head.weight, head.bias, t))
-        return torch.cat(parts)
+        return head_logps(scored, head.weight, head.bias, score_token, self.chunk_tokens)
+
+
+def head_logps(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tokens: torch.Tensor, chunk_tokens: int
+) -> torch.Tensor:
+    """log p(token) through the LM head, ``chunk_tokens`` rows at a time, each chunk recomputed in the backward
+    pass: at most (chunk x vocab) logits ever exist, never (tokens x vocab). hidden (K, H), tokens (K,) -> (K,)."""
+    if hidden.shape[0] <= chunk_tokens:
+        return _chunk_logps(hidden, weight, bias, tokens)
+    parts = []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        h, t = hidden[start : start + chunk_tokens], tokens[start : start + chunk_tokens]
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_chunk_logps, h, weight, bias, t, use_reentrant=False))
+        else:
+            parts.append(_chunk_logps(h, weight, bias, t))
+    return torch.cat(parts)
 
 
 def sequence_logps(scorer: torch.nn.Module, batch: PreferenceBatch, num_slots: int) -> torch.Tensor:

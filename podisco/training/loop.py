@@ -173,6 +173,8 @@ def run_training(
         config, accelerator, model, lambda b: compute(scorer, b).loss, lambda n: make_batch(first[:n]), compute
     )
     autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if cpu_bf16 else accelerator.autocast
+    if config.compile:  # in place: parameter names and saved state dicts stay the model's own
+        scorer.compile(dynamic=True)
     if _sharded_engine(accelerator):
         _describe_for_sharding(scorer, model)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:

@@ -126,6 +126,18 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path, tokenizer, tin
     torch.testing.assert_close(_params(plain), _params(checkpointed), **(EXACT or {"rtol": 1e-5, "atol": 1e-6}))
 
 
+@pytest.mark.slow
+def test_a_compiled_forward_trains_like_the_eager_one_and_saves_the_same_names(
+    tmp_path, tokenizer, tiny_model_factory, examples
+):
+    eager, compiled = tiny_model_factory(), tiny_model_factory()
+    first = train_preference(_config(tmp_path, "eager", max_steps=3), eager, examples, 0)
+    second = train_preference(_config(tmp_path, "compiled", max_steps=3, compile=True), compiled, examples, 0)
+    assert [h["loss"] for h in second.history] == pytest.approx([h["loss"] for h in first.history], abs=1e-5)
+    torch.testing.assert_close(_params(eager), _params(compiled), rtol=1e-4, atol=1e-5)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # no "_orig_mod." prefixes in final/
+
+
 def test_lora_policy_uses_the_base_model_as_reference(tmp_path, tokenizer, tiny_model_factory, examples):
     from podisco.models.lora import apply_lora
 
