@@ -153,11 +153,12 @@ def test_runs_list_and_show_on_a_tiny_archive(tmp_path, capsys):
     archive.finish(first, "evaluated", fitness=0.5)
     second = archive.add_proposed("r1", 1, 1, "evolve", "bad", "", "x")
     archive.finish(second, "invalid", error="not a function\nmore")
+    archive.add_proposed("r1", 1, 2, "evolve", "running", "", "x")  # a run in progress: not finished yet
     archive.close()
     assert main(["runs", "list", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["run", "task", "attempts", "best", "isolation", "state"]
-    assert out[2].split() == ["r1", "digits", "v1", "2", "+0.5000", "process", "open"]
+    assert out[2].split() == ["r1", "digits", "v1", "3", "+0.5000", "process", "open"]
     assert main(["runs", "show", "r1", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "1 evaluated, 0 duplicate, 1 invalid, 0 failed" in out and "not a function" in out and "more" not in out

@@ -152,6 +152,7 @@ def log_attempt(state: RunState, a: Attempt, log) -> None:
     best = state.archive.best(state.run_id)
     best_text = f" | best {best[0].fitness:+.4f} ({best[0].name})" if best else ""
     score = f" fitness {a.fitness:+.4f}" if a.fitness is not None else ""
-    why = f": {(a.error or '').splitlines()[0][:120]}" if a.status in ("invalid", "failed", "duplicate") else ""
+    first_line = ((a.error or "").splitlines() or [""])[0]
+    why = f": {first_line[:120]}" if a.status in ("invalid", "failed", "duplicate") else ""
     label = f" [{a.rescaling}]" if a.rescaling and a.status != "duplicate" else ""
     log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{label}{why}{best_text}")
