@@ -28,7 +28,8 @@ def test_a_real_small_model_runs_one_generation_on_digits(tmp_path):
     command = [
         sys.executable, "-m", "podisco.cli", "discover", "--task", "digits", "--proposer", "llm",
         "--local-model", str(model), "--llm-max-tokens", "400", "--llm-timeout", "120", "--llm-temperature", "0.7",
-        "--generations", "1", "--population", "3", "--seeds", "0", "--reevaluate-seeds", "1", "--no-transfer",
+        "--generations", "1", "--population", "3", "--refills", "1", "--seeds", "0", "--reevaluate-seeds", "1",
+        "--no-transfer",
         "--workers", "2", "--threads", "1", "--allow-weak-isolation", "--root", str(tmp_path), "--run", "local",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -36,9 +37,9 @@ def test_a_real_small_model_runs_one_generation_on_digits(tmp_path):
     archive = Archive(tmp_path / "archive.sqlite")
     assert archive.run("local")["finished"]
     replies = [a for a in archive.attempts("local") if a.proposer == "llm"]
-    # a duplicate's slot is proposed again, up to 3 more times the population: 3 replies that are not
-    # duplicates, unless the model used all 12 on copies
-    assert sum(a.status != "duplicate" for a in replies) == 3 or len(replies) == 3 * 4
+    # a duplicate's slot is proposed again, once more per slot here (--refills 1): 3 replies that are not
+    # duplicates, unless the model spent all 6 on copies
+    assert sum(a.status != "duplicate" for a in replies) == 3 or len(replies) == 3 * 2
     for a in replies:
         assert a.status in ("evaluated", "invalid", "duplicate", "failed")
         assert a.status == "evaluated" or a.error or a.duplicate_of, f"attempt {a.id} has no reason"
