@@ -6,6 +6,8 @@ import threading
 import time
 from dataclasses import replace
 
+import pytest
+
 from podisco.discovery import executors
 from podisco.discovery.boundary.job import Job
 from podisco.discovery.executors import ExecutionSettings, LocalExecutor, finished_result
@@ -34,6 +36,21 @@ def test_gpu_jobs_hold_one_gpu_each_and_never_share_one(monkeypatch, tmp_path):
     futures = [executor.submit(job, tmp_path / f"w{i}") for i in range(6)]
     assert sorted(f.result()["gpu"] for f in futures) == ["0", "0", "0", "3", "3", "3"]
     executor.shutdown()
+
+
+def test_jobs_on_several_gpus_each_hold_their_own_group(monkeypatch, tmp_path):
+    held = []
+    monkeypatch.setattr(executors, "execute", lambda job, workdir, settings, gpu=None: held.append(gpu) or {})
+    settings = ExecutionSettings(isolation="process", gpus=("0", "1", "2", "3", "4"), gpus_per_job=2)
+    executor = LocalExecutor(8, settings)
+    assert executor.workers == 2  # GPU 4 alone is too few for a job: left idle
+    job = Job(task=SPEC, name="f", beta=0.05, seeds=(0,), code="def f(): ...", processes=2)
+    for future in [executor.submit(job, tmp_path / f"w{i}") for i in range(4)]:
+        future.result()
+    executor.shutdown()
+    assert sorted(set(held)) == ["0,1", "2,3"]
+    with pytest.raises(ValueError, match="a job needs 8 GPUs; only 5"):
+        executors.gpu_groups(settings.gpus, 8)
 
 
 def test_a_finished_result_is_reused_only_for_the_same_work(tmp_path):
