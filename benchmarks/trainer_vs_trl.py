@@ -196,7 +196,7 @@ def run_trl(run: Setting, defaults: bool) -> dict:
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            _synchronize(run)
+            _synchronize(run.device)
             step_ends.append(time.perf_counter())
 
     trainer = OrderedDPOTrainer(
@@ -246,11 +246,11 @@ def run_bare(run: Setting) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up, excluded as for the trainers
-    _synchronize(run)
+    _synchronize(run.device)
     start = time.perf_counter()
     for _ in range(run.steps - 1):
         step()
-    _synchronize(run)
+    _synchronize(run.device)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "tokens": (run.steps - 1) * ids.numel(), "losses": [], "flops": _flops(model, run)}
 
@@ -278,12 +278,12 @@ def lm_head_memory(device: str, chunked: bool) -> dict:
     else:
         logps = F.linear(hidden, weight).float().log_softmax(-1).gather(1, targets[:, None]).squeeze(1)
     logps.sum().backward()
-    _synchronize(Setting("short", 0, Path("."), device=device))
+    _synchronize(device)
     return {"seconds": time.perf_counter() - start, "peak_mb": _peak_mb(device)}
 
 
-def _synchronize(run: Setting) -> None:
-    if run.device == "cuda":
+def _synchronize(device: str) -> None:
+    if device == "cuda":
         import torch
 
         torch.cuda.synchronize()

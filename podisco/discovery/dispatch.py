@@ -20,10 +20,15 @@ def make_job(state: RunState, seeds, beta: float | None = None, **fields) -> Job
         threads=execution.threads,
         duplicate_distance=search.duplicate_distance,
         processes=execution.gpus_per_job,
-        accelerate_config=str(Path(execution.accelerate_config).resolve()) if execution.accelerate_config else "",
+        accelerate_config=accelerate_config(execution),
         wall_s=deadline(state, len(seeds)),
         **fields,
     )
+
+
+def accelerate_config(execution) -> str:
+    """The Accelerate config file of multi-process jobs as an absolute path (the sandbox mounts it), or ""."""
+    return str(Path(execution.accelerate_config).resolve()) if execution.accelerate_config else ""
 
 
 def deadline(state: RunState, seeds: int) -> float:

@@ -22,7 +22,7 @@ from podisco.discovery.boundary.sandbox import Limits, detect_isolation, require
 from podisco.discovery.candidates import CandidateJobs, log_attempt
 from podisco.discovery.config import DiscoveryConfig, RunState, config_from_dict
 from podisco.discovery.confirm import verdict_lines
-from podisco.discovery.dispatch import describe_deadline, job_seconds, typical_seconds
+from podisco.discovery.dispatch import accelerate_config, describe_deadline, job_seconds, typical_seconds
 from podisco.discovery.executors import (
     ExecutionSettings,
     Executor,
@@ -141,7 +141,7 @@ def run_discovery(
         isolation=isolation,
         # GPU jobs: no address-space limit (CUDA maps far more than it uses); CPU time scales with the wall time
         limits=Limits(wall_s=wall, cpu_s=int(max(3600, 8 * wall)), memory_mb=0 if gpus else execution.memory_mb),
-        readonly_paths=(*task.readonly_paths(spec), *source_paths(spec), *_accelerate_config(execution)),
+        readonly_paths=(*task.readonly_paths(spec), *source_paths(spec), *filter(None, [accelerate_config(execution)])),
         env=_job_env(execution.threads, bool(gpus)),
         gpus=gpus,
         gpus_per_job=per_job,
@@ -200,10 +200,6 @@ def _resumed_config(archive: Archive, run_id: str | None, given: DiscoveryConfig
         if given.task.options.get(key):
             config.task.options[key] = given.task.options[key]
     return config
-
-
-def _accelerate_config(execution) -> tuple[str, ...]:
-    return (str(Path(execution.accelerate_config).resolve()),) if execution.accelerate_config else ()
 
 
 def _job_env(threads: int, gpus: bool = False) -> dict[str, str]:
@@ -323,8 +319,10 @@ def _feed_back(state: RunState, proposer: Proposer, fed: set[int], generation: i
         a for a in archive.attempts(state.run_id) if a.generation >= 1 and a.status != "proposed" and a.id not in fed
     ]
     if news:
-        context = Context(state.run_id, state.task, generation, 0, state.config.search.population, archive)
-        proposer.feedback(replace(context, baseline=_baseline_text(state)), news)
+        population = state.config.search.population
+        proposer.feedback(
+            Context(state.run_id, state.task, generation, 0, population, archive, _baseline_text(state)), news
+        )
         fed.update(a.id for a in news)
 
 
