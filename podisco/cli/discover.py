@@ -29,6 +29,8 @@ _FLAGS = {
     "reevaluate_seeds": "search.reevaluate_seeds",
     "fitness": "search.fitness",
     "racing": "search.racing",
+    "stage0": "search.stage0",
+    "stage0_fraction": "search.stage0_fraction",
     "transfer": "search.transfer",
     "transfer_betas": "search.transfer_betas",
     "transfer_seeds": "search.transfer_seeds",
@@ -49,6 +51,7 @@ _FLAGS = {
     "gpus_per_job": "execution.gpus_per_job",
     "accelerate_config": "execution.accelerate_config",
     "threads": "execution.threads",
+    "warm_workers": "execution.warm_workers",
     "isolation": "execution.isolation",
     "allow_weak_isolation": "execution.allow_weak_isolation",
     "wall_s": "execution.wall_s",
@@ -166,6 +169,14 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=non_negative_int, help="parallel jobs; 0: cores / threads")
     p.add_argument("--threads", type=positive_int, help="torch threads per job")
     p.add_argument(
+        "--warm-workers",
+        dest="warm_workers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each worker's sandbox starts once (torch imported, task loaded) and forks a fresh child per "
+        "candidate; default: a fresh sandboxed process per job",
+    )
+    p.add_argument(
         "--gpus-per-job",
         dest="gpus_per_job",
         type=positive_int,
@@ -191,6 +202,14 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
         help="add seeds one at a time and stop a candidate once it cannot be the best (default); "
         "--no-racing: one seed, then the rest only within --search.promote_margin of the best",
     )
+    p.add_argument(
+        "--stage0",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the first seed for a fraction of the steps first, and stop a candidate there once it cannot "
+        "be the best (off by default: see benchmarks/stage0_fidelity.py)",
+    )
+    p.add_argument("--stage0-fraction", dest="stage0_fraction", type=float, help="stage 0's share of the steps (0.25)")
     p.add_argument(
         "--transfer-betas",
         dest="transfer_betas",

@@ -49,6 +49,7 @@ class CandidateJobs:
             stage1_seeds=state.config.search.stage1_seeds,
             stage_threshold=None if seed_stage or race is not None else _stage_threshold(state),
             race=race,
+            stage0=_stage0(state, seed_stage),
         )
         self._futures[submit(self.executor, job, _workdir(state, attempt))] = (attempt, None)
 
@@ -119,6 +120,25 @@ def _race(state: RunState) -> dict[str, float] | None:
     return Race(best.fitness, pooled_se(differences[best.id], noise), noise, z=search.racing_z).to_json()
 
 
+def _stage0(state: RunState, seed_stage: bool) -> dict | None:
+    """Stage 0's terms (worker._stage0): the task at a fraction of the steps, the reference rows there, and a
+    race against the incumbent's stage-0 score (the best fully evaluated attempt that has one). The seed
+    archive's jobs only record their stage-0 score, so that later candidates have an incumbent to race."""
+    if state.stage0_spec is None:
+        return None
+    stage0 = {"task": state.stage0_spec.to_json(), "reference": state.stage0_references, "race": None}
+    if seed_stage or not state.config.search.racing:
+        return stage0
+    scored = [a for a in _fully_evaluated(state) if (a.metrics or {}).get("stage0")]
+    race = _race(state)
+    if scored and race is not None:
+        incumbent = max(scored, key=lambda a: a.fitness)
+        # one seed on each side: the incumbent's stage-0 score is as noisy as one seed of the candidate's
+        noise = race["prior_sd"]
+        stage0["race"] = Race(incumbent.metrics["stage0"]["fitness"], noise, noise, z=race["z"]).to_json()
+    return stage0
+
+
 def _fully_evaluated(state: RunState) -> list[Attempt]:
     return [
         a
@@ -153,6 +173,6 @@ def log_attempt(state: RunState, a: Attempt, log) -> None:
     best_text = f" | best {best[0].fitness:+.4f} ({best[0].name})" if best else ""
     score = f" fitness {a.fitness:+.4f}" if a.fitness is not None else ""
     first_line = ((a.error or "").splitlines() or [""])[0]
-    why = f": {first_line[:120]}" if a.status in ("invalid", "failed", "duplicate") else ""
+    why = f": {first_line[:160]}" if a.status in ("invalid", "failed", "duplicate") or a.fitness is None else ""
     label = f" [{a.rescaling}]" if a.rescaling and a.status != "duplicate" else ""
     log(f"[gen {a.generation} slot {a.slot}] {a.name}: {a.status}{score}{label}{why}{best_text}")

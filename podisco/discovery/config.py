@@ -51,6 +51,12 @@ class SearchSection:
     racing: bool = True
     racing_z: float = 1.645  # one-sided bounds at 95%
     stage1_seeds: int = 1  # first stage: this many seeds; promoted if within promote_margin of the best
+    # stage 0 (tasks with at_fidelity): the first seed trained for stage0_fraction of the steps first; a candidate
+    # whose upper bound there falls below the incumbent's lower bound there stops before any full run. Off by
+    # default: on the IMDb default preset the cheap look ranked 28 losses with a Spearman correlation of only
+    # STAGE0_SPEARMAN (benchmarks/stage0_fidelity.py; kept on only from 0.8 with the top 3 unchanged)
+    stage0: bool = False
+    stage0_fraction: float = 0.25
     promote_margin: float = 0.02
     reevaluate_top: int = 3  # the top k of the search, confirmed on held-out seeds against tuned DPO
     reevaluate_seeds: tuple[int, ...] = ()  # held-out seeds (search seeds are dropped); empty: the task's
@@ -91,6 +97,9 @@ class ExecutionSection:
     # its sandbox; with GPUs each job holds this many of them at a time, without, they are CPU processes (gloo)
     gpus_per_job: int = 1
     accelerate_config: str = ""  # for jobs on several processes: recipes/accelerate/{fsdp,zero2,zero3}.yaml
+    # warm worker slots (child/forkserver.py): each worker's sandboxed process starts once, imports torch and
+    # loads the task, then forks one fresh child per candidate job; off: a fresh sandboxed process per job
+    warm_workers: bool = False
 
 
 @dataclass
@@ -115,6 +124,7 @@ class DiscoveryConfig:
             (self.search.fitness in {"tuned", "frontier"}, "search.fitness", "tuned or frontier"),
             (self.search.stage1_seeds >= 1, "search.stage1_seeds", "must be >= 1"),
             (self.search.racing_z > 0, "search.racing_z", "must be > 0"),
+            (0 < self.search.stage0_fraction < 1, "search.stage0_fraction", "must be between 0 and 1"),
             (all(b > 0 for b in self.search.transfer_betas), "search.transfer_betas", "must all be > 0"),
             (self.search.transfer_seeds >= 0, "search.transfer_seeds", "must be >= 0"),
             (self.execution.executor in {"local", "ray"}, "execution.executor", "local or ray"),
@@ -153,6 +163,8 @@ class RunState:
     baseline: Baseline | None = None
     wall_cap_s: float = 0.0  # the longest any job may run (execution.wall_s, else the task's limit)
     reference_seconds: tuple[float, float] | None = None  # the reference runs' (seconds per seed, start-up)
+    stage0_spec: TaskSpec | None = None  # the task at search.stage0_fraction of the steps (stage 0 on)
+    stage0_references: dict[str, dict] = field(default_factory=dict)  # seed -> tuned DPO's row at stage 0
 
 
 def config_from_dict(values: dict) -> DiscoveryConfig:

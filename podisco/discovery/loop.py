@@ -34,7 +34,7 @@ from podisco.discovery.heldout import confirm_top
 from podisco.discovery.proposers import prompts
 from podisco.discovery.proposers.base import Context, Proposal, Proposer, ReplayExhausted
 from podisco.discovery.proposers.parse import ProposalError, parse_proposal
-from podisco.discovery.references import tune_baseline
+from podisco.discovery.references import prepare_stage0, tune_baseline
 from podisco.discovery.transfer import sweep_beta
 from podisco.errors import PodiscoError
 from podisco.progress import Console
@@ -145,6 +145,8 @@ def run_discovery(
         env=_job_env(execution.threads, bool(gpus)),
         gpus=gpus,
         gpus_per_job=per_job,
+        warm_workers=execution.warm_workers,
+        slots_folder=str(root / "work" / run_id / "slots"),
     )
     workers = execution.workers or (len(gpus) // per_job if gpus else default_workers(execution.threads * per_job))
     executor: Executor = (
@@ -154,6 +156,7 @@ def run_discovery(
     )
     try:
         tune_baseline(state, executor, log)
+        prepare_stage0(state, executor, log)
         _generation_zero(state, executor, log)
         log(describe_deadline(state))
         _search(state, executor, proposer, log)

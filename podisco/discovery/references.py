@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import as_completed
+from dataclasses import replace
 from pathlib import Path
 
 from podisco.cache import atomic_output
@@ -16,6 +17,7 @@ from podisco.discovery.executors import Executor
 from podisco.discovery.results import finish_rows, result_timings
 from podisco.errors import PodiscoError
 from podisco.progress import Console
+from podisco.tasks.base import has_fidelity
 
 REFERENCE_ATTEMPTS = 3
 
@@ -83,6 +85,23 @@ def tune_baseline(state: RunState, executor: Executor, log: Console) -> None:
     state.reference_seconds = typical_seconds(timed)
     update_verdict(state, baseline=state.baseline.to_json())
     log(f"baseline: {state.baseline.describe()}")
+
+
+def prepare_stage0(state: RunState, executor: Executor, log: Console) -> None:
+    """Stage 0 (``search.stage0``): the task at ``stage0_fraction`` of the steps, and tuned DPO's runs there on
+    the first search seed (cached like every reference run), which stage-0 scores are paired with."""
+    search = state.config.search
+    if not search.stage0:
+        return
+    if not (has_fidelity(state.task) and state.task.staged):
+        log(f"stage 0: off (the {state.task.name} task cannot train for part of its steps, or score in the worker)")
+        return
+    spec = state.task.at_fidelity(state.spec, search.stage0_fraction)  # type: ignore[attr-defined]
+    short = replace(state, spec=spec, reference_rows={})
+    beta = state.baseline.beta if state.baseline else search.beta
+    ensure_references(short, executor, state.seeds[:1], [beta], log)
+    state.stage0_spec, state.stage0_references = spec, short.reference_rows.get(beta, {})
+    log(f"stage 0: seed {state.seeds[0]} at {search.stage0_fraction:g} of the steps first, against tuned DPO there")
 
 
 def update_verdict(state: RunState, **parts) -> None:

@@ -53,6 +53,11 @@ def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, di
         fields["duplicate_of"] = result.get("duplicate_of")
         fields["fitness"] = _fitness_of(state, result.get("duplicate_of") or "")
         fields["error"] = f"behaves like {result.get('duplicate_of')} (distance {result.get('distance', 0):.3f})"
+    if result.get("stage0") and not result.get("per_seed"):  # stopped at stage 0: no full-length fitness
+        stage0 = result["stage0"]
+        fields["metrics"] = {"per_seed": [], "promoted": False, "stage0": stage0, "flags": result.get("flags")}
+        fields["seeds"] = []
+        fields["error"] = stage0_text(stage0)
     if status in ("evaluated", "failed") and result.get("per_seed"):
         rows = result["per_seed"]
         fields["metrics"] = _metrics(state, rows, result)
@@ -98,8 +103,18 @@ def _grid_fitness(state: RunState, attempt: Attempt, rows: list[dict], grid: dic
     return fitness, {**metrics, **extra}
 
 
+def stage0_text(stage0: dict) -> str:
+    """Why a candidate stopped at stage 0, for the archive, the log and the proposer's feedback."""
+    return (
+        f"stopped at stage 0 (a short first training run, seed {stage0['seed']}): fitness {stage0['fitness']:+.4f} "
+        f"there, at most {stage0['upper']:+.4f} at 95% against the best's {stage0['incumbent_lower']:+.4f} or more"
+    )
+
+
 def _metrics(state: RunState, rows: list[dict], result: dict) -> dict:
     metrics = {"per_seed": rows, "promoted": result.get("promoted", True), "flags": result.get("flags")}
+    if result.get("stage0"):
+        metrics["stage0"] = result["stage0"]
     if result.get("race"):  # the racing decision after the last seed it ran (boundary/racing.py)
         metrics["race"] = result["race"]
     if state.task.kind != "preference":

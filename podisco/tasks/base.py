@@ -83,7 +83,8 @@ class Task(Protocol):
     default_seeds: tuple[int, ...]  # of a full evaluation in the search
     default_reevaluate_seeds: tuple[int, ...]  # held-out seeds of the confirmation (search seeds are dropped)
     # Optional: ``baseline_multiples`` (tuple of floats): the β grid the reference loss is tuned over, as
-    # multiples of the run's β (default (1.0,): untuned).
+    # multiples of the run's β (default (1.0,): untuned). ``warm(spec)``: child side, load what every seed
+    # needs once in a warm worker slot, before it forks a child per job (discovery/child/forkserver.py).
 
     def limits(self) -> TaskLimits: ...
 
@@ -139,6 +140,20 @@ class MultiProcessTask(Task, Protocol):
 
 def trains_on_several_processes(task: Task) -> bool:
     return callable(getattr(task, "seed_train_config", None)) and callable(getattr(task, "evaluate_trained", None))
+
+
+@runtime_checkable
+class FidelityTask(Task, Protocol):
+    """A task that can train for a fraction of its steps: discovery's stage 0 (a cheap first look,
+    ``--stage0``) runs each candidate's first seed at ``at_fidelity(spec, fraction)`` before the full runs."""
+
+    def at_fidelity(self, spec: TaskSpec, fraction: float) -> TaskSpec:
+        """The spec of the same task trained for ``fraction`` (0 < f < 1) of the steps."""
+        ...
+
+
+def has_fidelity(task: Task) -> bool:
+    return callable(getattr(task, "at_fidelity", None))
 
 
 # the registry

@@ -66,3 +66,38 @@ def test_a_finished_result_is_reused_only_for_the_same_work(tmp_path):
     (tmp_path / "attempt-1" / "result.json").write_text(json.dumps({"status": "evaluated"}))
     (tmp_path / "attempt-1.finished.json").unlink()
     assert finished_result(job, workdir) is None  # what the sandboxed child wrote in its own folder is never reused
+
+
+@pytest.mark.slow
+def test_warm_slots_fork_a_fresh_child_per_candidate_and_survive_a_killed_one(tmp_path):
+    """--warm-workers: one slot starts once and runs every job in a child of its own; a spinning candidate is
+    killed at its deadline without the slot; each job's folder leaves the slot; a dead slot is started again."""
+    from podisco.discovery.boundary.sandbox import detect_isolation
+    from podisco.tasks.seeds import CLASSIFICATION_SEEDS
+    from tests.discovery.configs import job_spec
+
+    spec = job_spec("digits", epochs=2)
+    settings = ExecutionSettings(isolation=detect_isolation(), warm_workers=True, slots_folder=str(tmp_path / "slots"))
+    pool = LocalExecutor(1, settings)
+    good = Job(task=spec, name="ce", beta=0.05, seeds=(0,), code=CLASSIFICATION_SEEDS["cross_entropy"], wall_s=120)
+    spin = replace(good, name="spin", code="def spin(logits, targets):\n    for i in range(10 ** 15):\n        pass\n")
+    try:
+        first = pool.submit(good, tmp_path / "attempt-1").result(timeout=300)
+        started = time.monotonic()
+        killed = pool.submit(replace(spin, wall_s=5), tmp_path / "attempt-2").result(timeout=300)
+        assert time.monotonic() - started < 60
+        again = pool.submit(good, tmp_path / "attempt-3").result(timeout=300)
+        (slot,) = pool.slots
+        assert slot.starts == 1
+        assert first["status"] == again["status"] == "evaluated"
+        assert first["per_seed"][0]["accuracy"] == again["per_seed"][0]["accuracy"] > 0.8  # fresh, same seed
+        assert killed["status"] == "failed" and "ran past its deadline of 5 s" in killed["error"]
+        assert "warm slot" in first["sandbox"]["isolation"]
+        assert (tmp_path / "attempt-1" / "result.json").exists() and (tmp_path / "attempt-1.finished.json").exists()
+        assert not list((tmp_path / "slots" / "slot-0").glob("job-*"))  # every job's folder moved out
+        slot._server.process.kill()  # the slot dies between jobs: the next job starts a fresh one
+        assert pool.submit(good, tmp_path / "attempt-4").result(timeout=300)["status"] == "evaluated"
+        assert slot.starts == 2
+    finally:
+        pool.shutdown()
+    assert slot._server is None

@@ -236,6 +236,31 @@ def test_rewrites_of_a_classification_loss_are_not_trained_again(tmp_path):
     assert attempts["r2"].status == "evaluated"
 
 
+def test_stage0_stops_a_hopeless_candidate_before_any_full_run(tmp_path):
+    """--stage0: the seeds record a short first look; a loss that trains towards the wrong class scores far
+    below the incumbent there and stops with no full-length run (no fitness, the reason kept); a good one goes on."""
+    replay = tmp_path / "replies.jsonl"
+    codes = {
+        "backwards": "def backwards(logits, targets):\n    return F.cross_entropy(-logits, targets, reduction='none')\n",
+        "smoothed": "def smoothed(logits, targets):\n"
+        "    return F.cross_entropy(logits, targets, reduction='none', label_smoothing=0.05)\n",
+    }
+    replay.write_text("".join(json.dumps({"name": n, "code": c}) + "\n" for n, c in codes.items()))
+    command = _digits_command(tmp_path, "s0", "--replay", str(replay), "--no-transfer", "--stage0")
+    command[command.index("evolve")] = "replay"
+    command[command.index("--seeds") + 1], command[command.index("--reevaluate-seeds") + 1] = "0,1", "2"
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage 0: seed 0 at 0.25 of the steps first" in done.stdout
+    attempts = {a.name: a for a in Archive(tmp_path / "archive.sqlite").attempts("s0")}
+    assert all(attempts[n].metrics["stage0"]["seed"] == 0 for n in ("cross_entropy", "squared_error"))
+    stopped = attempts["backwards"]
+    assert stopped.status == "evaluated" and stopped.fitness is None and stopped.seeds == []
+    assert stopped.metrics["stage0"]["decision"] == "stop" and "stopped at stage 0" in stopped.error
+    kept = attempts["smoothed"]
+    assert kept.metrics["stage0"]["decision"] == "continue" and kept.fitness is not None and kept.seeds
+
+
 @pytest.mark.parametrize("isolation", sorted({"process", detect_isolation()}))
 def test_a_candidate_that_never_returns_is_killed_and_reported(tmp_path, isolation):
     code = "def spin(logits, targets):\n    for i in range(10 ** 15):\n        pass\n"

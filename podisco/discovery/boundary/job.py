@@ -35,6 +35,9 @@ class Job:
     stage1_seeds: int = 0
     stage_threshold: float | None = None  # stop after stage 1 when its fitness is below this
     race: Mapping[str, float] | None = None  # racing.Race as JSON: decide after each seed (replaces stage 1)
+    # stage 0: {"task": the spec at a fraction of the steps, "reference": seed -> its reference row, "race": the
+    # race there (racing.Race as JSON) or None (only record the score)}; the first seed runs so before the rest
+    stage0: Mapping[str, Any] | None = None
     # training processes per seed (--gpus-per-job): >1 launches that many ranks inside the sandbox, with
     # ``accelerate_config`` (FSDP, DeepSpeed; a read-only path) or plain DDP
     processes: int = 1

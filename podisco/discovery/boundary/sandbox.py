@@ -264,7 +264,8 @@ def _launch_error(report: str, program: str) -> OSError | SandboxError:
     return SandboxError(f"could not start the sandboxed command ({stage or 'trampoline'}): {message or report}")
 
 
-def _tail(path: Path) -> str:
+def tail(path: Path) -> str:
+    """The last 4000 characters of a file the child wrote (empty if there is none)."""
     if not path.exists():
         return ""
     with path.open("rb") as f:
@@ -317,7 +318,17 @@ def _sweep(token: str) -> int:
     return signalled
 
 
-def run_sandboxed(
+@dataclass
+class Sandboxed:
+    """A sandboxed command that was started (``start_sandboxed``) and must be ended with ``reap``."""
+
+    process: subprocess.Popen
+    token: str  # in the child's environment: ``reap`` sweeps every process that carries it
+    isolation: str
+    started: float  # time.monotonic() at launch
+
+
+def start_sandboxed(
     argv: list[str],
     workdir: Path,
     limits: Limits = Limits(),
@@ -325,13 +336,17 @@ def run_sandboxed(
     readonly_paths: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
     devices: Sequence[Path] = (),
-) -> SandboxResult:
-    """Run ``argv`` in ``workdir`` at ``isolation`` (default: the strongest available) within ``limits``.
+    stdin=subprocess.DEVNULL,
+    stdout=None,
+    stderr=None,
+) -> Sandboxed:
+    """Start ``argv`` in ``workdir`` at ``isolation`` (default: the strongest available) within ``limits``, behind
+    the trampoline; returns once the command was exec'd. ``limits.wall_s`` bounds only the wait for that exec:
+    the caller enforces the deadline (``run_sandboxed``) or runs a long-lived server (executors.WarmSlot).
 
     ``env`` defaults to ``scrubbed_env()``; whatever is given, nothing else of this process's environment goes
-    in. The child's stdout and stderr are ``workdir/.stdout`` and ``workdir/.stderr``. ``devices`` (GPU nodes,
-    ``gpu_devices()``) are bound into the bwrap sandbox; the weaker levels see every device anyway.
-    """
+    in. ``devices`` (GPU nodes, ``gpu_devices()``) are bound into the bwrap sandbox; the weaker levels see
+    every device anyway."""
     level = isolation or detect_isolation()
     if level not in ISOLATION_LEVELS:
         raise SandboxError(f"unknown isolation level {level!r}: {', '.join(ISOLATION_LEVELS)}")
@@ -348,54 +363,81 @@ def run_sandboxed(
         command = ["unshare", "-n", *argv]
     else:
         command = list(argv)
-    out_path, err_path = workdir / ".stdout", workdir / ".stderr"
-    start = time.monotonic()
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        read_end, write_end = os.pipe()  # the trampoline's report: end-of-file once it has exec'd the command
+    started = time.monotonic()
+    read_end, write_end = os.pipe()  # the trampoline's report: end-of-file once it has exec'd the command
+    try:
         try:
-            try:
-                # No preexec_fn (see _trampoline). start_new_session is done by CPython itself, in C, between
-                # fork and exec (async-signal-safe, like process_group=0): the child gets its own session and
-                # process group (pgid == pid, which _kill_group relies on) and no controlling terminal.
-                process = subprocess.Popen(
-                    _trampoline(limits, write_end, command),
-                    cwd=workdir,
-                    env=child_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    pass_fds=(write_end,),
-                    start_new_session=True,
-                )
-            finally:
-                os.close(write_end)
-            failure = _trampoline_failure(read_end, limits.wall_s)
+            # No preexec_fn (see _trampoline). start_new_session is done by CPython itself, in C, between
+            # fork and exec (async-signal-safe, like process_group=0): the child gets its own session and
+            # process group (pgid == pid, which _kill_group relies on) and no controlling terminal.
+            process = subprocess.Popen(
+                _trampoline(limits, write_end, command),
+                cwd=workdir,
+                env=child_env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                pass_fds=(write_end,),
+                start_new_session=True,
+            )
         finally:
-            os.close(read_end)
-        if failure is not None:  # limits could not be set, or the command could not be exec'd: not the candidate's
-            process.wait()
-            _kill_group(process.pid)
-            raise _launch_error(failure, command[0])
-        timed_out = False
+            os.close(write_end)
+        failure = _trampoline_failure(read_end, limits.wall_s)
+    finally:
+        os.close(read_end)
+    if failure is not None:  # limits could not be set, or the command could not be exec'd: not the candidate's
+        process.wait()
+        _kill_group(process.pid)
+        raise _launch_error(failure, command[0])
+    return Sandboxed(process, token, level, started)
+
+
+def reap(sandboxed: Sandboxed) -> None:
+    """Kill whatever the sandboxed command left behind: its process group, then every process that carries
+    its token (those that left the group with setsid)."""
+    _kill_group(sandboxed.process.pid)
+    _sweep(sandboxed.token)
+
+
+def run_sandboxed(
+    argv: list[str],
+    workdir: Path,
+    limits: Limits = Limits(),
+    isolation: str | None = None,
+    readonly_paths: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+    devices: Sequence[Path] = (),
+) -> SandboxResult:
+    """Run ``argv`` in ``workdir`` (``start_sandboxed``) to its end or its deadline, ``limits.wall_s``.
+
+    The child's stdout and stderr are ``workdir/.stdout`` and ``workdir/.stderr``."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = workdir / ".stdout", workdir / ".stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        child = start_sandboxed(argv, workdir, limits, isolation, readonly_paths, env, devices, stdout=out, stderr=err)
+        process, timed_out = child.process, False
         try:
-            process.wait(timeout=max(0.0, limits.wall_s - (time.monotonic() - start)))
+            process.wait(timeout=max(0.0, limits.wall_s - (time.monotonic() - child.started)))
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(process.pid)
             process.wait()
-        wall_s = time.monotonic() - start
-        _kill_group(process.pid)  # grandchildren left behind by a child that exited
-        _sweep(token)  # and those that left the group (setsid)
-    code = process.returncode
-    signal_number = -code if code < 0 else None
-    if level == "bwrap" and code > 128:  # bwrap reports a child killed by signal N as 128 + N
-        signal_number = code - 128
+        wall_s = time.monotonic() - child.started
+        reap(child)  # grandchildren left behind by a child that exited, and those that left the group (setsid)
     return SandboxResult(
-        returncode=code,
+        returncode=process.returncode,
         timed_out=timed_out,
-        killed_by_signal=signal_number,
-        stdout_tail=_tail(out_path),
-        stderr_tail=_tail(err_path),
+        killed_by_signal=killed_by(process.returncode, child.isolation),
+        stdout_tail=tail(out_path),
+        stderr_tail=tail(err_path),
         wall_s=wall_s,
-        isolation=level,
+        isolation=child.isolation,
     )
+
+
+def killed_by(code: int, isolation: str) -> int | None:
+    """The signal that ended a child with exit status ``code`` (Popen's -N; bwrap reports 128 + N)."""
+    if code < 0:
+        return -code
+    return code - 128 if isolation == "bwrap" and code > 128 else None

@@ -155,6 +155,15 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
                     "duplicate_of": rescaled["of"],
                     "distance": rescaled["distance"],
                 }
+    if job.stage0 is not None:
+        start = time.perf_counter()
+        try:
+            result["stage0"] = _stage0(job, loss_fn, workdir)
+        except Exception as error:
+            return {**result, "status": "failed", "error": f"stage 0, seed {job.seeds[0]}: {_error_text(error)}"}
+        timings["stage0_s"] = time.perf_counter() - start
+        if result["stage0"].get("decision") == "stop":  # no full run: it cannot be the best
+            return {**result, "status": "evaluated", "per_seed": [], "promoted": False}
     rows: list[dict[str, Any]] = []
     race = Race.from_json(job.race) if job.race is not None else None
     raced_through = False
@@ -187,6 +196,24 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
             break
     timings["train_eval_s"] = time.perf_counter() - start
     return {**result, "status": "evaluated", "per_seed": rows, "promoted": result.get("promoted", True)}
+
+
+def _stage0(job: Job, loss_fn, workdir: Path) -> dict[str, Any]:
+    """Stage 0: the first seed trained at a fraction of the steps (the task's ``at_fidelity`` spec), its fitness
+    against the reference run at that fidelity, and, given a race, whether to stop before the full runs. Only
+    a stop counts: a candidate clearly ahead at stage 0 still has to show it at full length."""
+    from podisco.discovery.boundary.racing import Race, decide
+    from podisco.tasks.base import TaskSpec, task_from_spec
+
+    spec = TaskSpec.from_json(job.stage0["task"])
+    task, seed = task_from_spec(spec), job.seeds[0]
+    row = task.run_seed(spec, job.loss or job.name, loss_fn, job.beta, seed, workdir / f"stage0-seed-{seed}")
+    value = task.seed_fitness(row, (job.stage0.get("reference") or {}).get(str(seed)))
+    out: dict[str, Any] = {"seed": seed, "fitness": value, "row": row}
+    if job.stage0.get("race") is not None:
+        decision, why = decide([value], Race.from_json(job.stage0["race"]))
+        out.update(why, decision="stop" if decision == "stop" else "continue")
+    return out
 
 
 def _duplicate_of(result: dict, job: Job, distance, threshold: float) -> tuple[str, float] | None:

@@ -74,6 +74,8 @@ def first_message(evaluated: Sequence[Attempt]) -> str:
 def feedback_message(attempt: Attempt, best: float | None) -> str:
     """The paper's feedback for each outcome: fitness, invalid code, failed training, duplicate. A resubmission
     is answered with the earlier attempt and its outcome, so the model learns something new from it."""
+    if attempt.status == "evaluated" and attempt.fitness is None:  # stopped at stage 0: results.stage0_text
+        return f"Your loss {attempt.name!r} was {_sentence(attempt.error or 'not fully evaluated')}"
     if attempt.status == "evaluated":
         ci = f" +- {attempt.fitness_stderr:.4f} (standard error)" if attempt.fitness_stderr else ""
         best_text = f" The best so far is {best:.4f}." if best is not None else ""

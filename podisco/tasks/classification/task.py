@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,6 +58,10 @@ class DigitsTask:
             raise TaskError(f"{self.name}: cannot load the data set: {error}") from error
         log(f"{self.name}: {len(splits.train_y)} training and {len(splits.val_y)} validation images")
         return make_spec(self, {"data_dir": self._data_dir()})
+
+    def at_fidelity(self, spec: TaskSpec, fraction: float) -> TaskSpec:
+        """Stage 0's cheap first look: ``fraction`` of the epochs (at least one)."""
+        return replace(spec, options={**spec.options, "epochs": max(1, round(self.epochs * fraction))})
 
     def readonly_paths(self, spec: TaskSpec) -> tuple[str, ...]:
         return (spec.params["data_dir"],) if spec.params["data_dir"] else ()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -75,8 +75,22 @@ class ImdbTask:
         prepare(self.preset, cache, log)  # trusted: builds the caches once, before any candidate
         return make_spec(self, {"cache_dir": cache})
 
+    def at_fidelity(self, spec: TaskSpec, fraction: float) -> TaskSpec:
+        """The same schedule compressed to ``fraction`` of the optimizer steps (stage 0's cheap first look)."""
+        options = dict(spec.options)
+        if self.steps > 0:
+            options["steps"] = max(1, round(self.steps * fraction))
+        else:
+            options["epochs"] = self.epochs * fraction
+        return replace(spec, options=options)
+
     def readonly_paths(self, spec: TaskSpec) -> tuple[str, ...]:
         return (spec.params["cache_dir"],)
+
+    def warm(self, spec: TaskSpec) -> None:
+        """Child side, in a warm worker slot (discovery/child/forkserver.py): load the prepared task once, before
+        the slot forks a child per candidate."""
+        _prepared(self.preset, spec.params["cache_dir"])
 
     def run_seed(
         self, spec: TaskSpec, loss_name: str, loss_fn: Callable | None, beta: float, seed: int, workdir: Path
