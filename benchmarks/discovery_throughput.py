@@ -4,9 +4,10 @@ The same replayed stream of proposals (``--stream short``: 20, duplicates, inval
 ``--stream long``: 60 shaped like a real LLM's output, ``long_stream``) is evaluated on the IMDb task
 (``--preset default``) by both pipelines, in one run (``--levers``: podisco once per throughput lever):
 
-- **podisco**: ``run_discovery`` with the replay proposer: static gate, behavioural dedup, cached reference
-  log-probs, racing over the seeds (boundary/racing.py; the README's rows ran the older fixed stage 1: 1 seed,
-  then the rest only if within 0.02 of the best), sandboxed workers;
+- **podisco**: ``run_discovery`` with the replay proposer: static gate, behavioural dedup (rescalings too),
+  cached reference log-probs, sandboxed workers; by default with its default levers (racing, steady state);
+  ``--levers``: one row with the levers off (the fixed stage 1: one seed, the rest only within 0.02 of the
+  best), one per lever on alone (racing, stage 0, steady state, warm workers) and one with all of them;
 - **naive**: like the paper's loop, one fresh process per candidate that loads the SFT model, recomputes the
   reference log-probs (empty cache), and trains and evaluates every seed; no gate, no dedup, no staging.
 
@@ -16,6 +17,7 @@ with wall time, candidates per hour, and the top 3 of each.
 
     .venv/bin/python benchmarks/discovery_throughput.py --preset default --seeds 0,1,2
     .venv/bin/python benchmarks/discovery_throughput.py --stream long --levers
+    .venv/bin/python benchmarks/discovery_throughput.py --levers --epochs 1   # the shorter regime (task v3)
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ task = prepare(job["preset"], log=lambda *a: None)
 rows = []
 with tempfile.TemporaryDirectory() as fresh_cache:  # no reference cache: recomputed per candidate
     for seed in job["seeds"]:
-        settings = ImdbTrainSettings(loss=job["name"], beta=0.05, seed=seed)
+        settings = ImdbTrainSettings(loss=job["name"], beta=0.05, seed=seed, **job["settings"])
         out = tempfile.mkdtemp()
         r = train_and_evaluate(task, settings, out, (seed,), loss_fn=loss, reference_cache_dir=fresh_cache)
         rows.append(r.per_seed[0])
@@ -175,7 +177,7 @@ def replay_file(directory: Path, stream: list[tuple[str, str]]) -> Path:
 
 
 def run_podisco(
-    preset: str, seeds: tuple[int, ...], root: Path, stream: Path, racing: bool = True
+    preset: str, seeds: tuple[int, ...], root: Path, stream: Path, levers: dict, task_options: dict
 ) -> tuple[float, list, dict]:
     from dataclasses import replace
 
@@ -185,11 +187,19 @@ def run_podisco(
     from podisco.discovery.proposers.replay import ReplayProposer
 
     config = DiscoveryConfig(
-        task=TaskSection("imdb", {"preset": preset}),
+        task=TaskSection("imdb", {"preset": preset, **task_options}),
         proposer=ProposerSection(kind="replay", replay_file=str(stream)),
         # generations enough for the whole stream; the replay proposer ends the search when it runs dry
-        search=SearchSection(generations=100, population=4, seeds=seeds, reevaluate_top=0, racing=racing),
-        execution=ExecutionSection(allow_weak_isolation=True),
+        search=SearchSection(
+            generations=100,
+            population=4,
+            seeds=seeds,
+            reevaluate_top=0,
+            racing=levers["racing"],
+            stage0=levers["stage0"],
+            steady_state=levers["steady_state"],
+        ),
+        execution=ExecutionSection(allow_weak_isolation=True, warm_workers=levers["warm_workers"]),
     )
     # Seeds and references first, off the clock (both pipelines get them for free).
     warm = replace(config, search=replace(config.search, generations=0))
@@ -213,7 +223,7 @@ def run_podisco(
 
 
 def run_naive(
-    preset: str, seeds: tuple[int, ...], references: dict, stream: list[tuple[str, str]]
+    preset: str, seeds: tuple[int, ...], references: dict, stream: list[tuple[str, str]], task_options: dict
 ) -> tuple[float, list, int]:
     from podisco.stats import estimate
     from podisco.tasks.imdb.task import ImdbTask
@@ -223,6 +233,7 @@ def run_naive(
     start = time.perf_counter()
     for name, body in stream:
         job = {"name": name, "code": METHOD.format(name=name, body=body), "preset": preset, "seeds": list(seeds)}
+        job["settings"] = task_options
         done = subprocess.run([sys.executable, "-c", NAIVE_CHILD, json.dumps(job)], capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
@@ -242,9 +253,18 @@ def run_naive(
     return wall, top[:3], failures
 
 
-# Levers of issue 17 that exist, as run_podisco arguments; the others are listed as not built.
-LEVERS = {"fixed stage 1 (no racing)": {"racing": False}, "racing": {"racing": True}}
-NOT_BUILT = ("stage 0 (multi-fidelity)", "asynchronous steady state", "warm workers (fork server)")
+# Issue 17's throughput levers, each switched on alone over a base with all of them off, then all at once. The
+# gate, behavioural dedup (rescalings included) and cached reference log-probs are always on.
+_OFF = {"racing": False, "stage0": False, "steady_state": False, "warm_workers": False}
+LEVERS = {
+    "no levers (fixed stage 1)": _OFF,
+    "racing": {**_OFF, "racing": True},
+    "stage 0": {**_OFF, "stage0": True},
+    "steady state": {**_OFF, "steady_state": True},
+    "warm workers": {**_OFF, "warm_workers": True},
+    "all levers": {"racing": True, "stage0": True, "steady_state": True, "warm_workers": True},
+}
+DEFAULTS = {**_OFF, "racing": True, "steady_state": True}  # podisco discover's defaults
 
 
 def main() -> None:
@@ -253,23 +273,29 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--stream", choices=["short", "long"], default="short", help="20 or 60 proposals")
     parser.add_argument("--levers", action="store_true", help="one podisco row per lever (each a full run)")
+    parser.add_argument("--rows", default="", help="with --levers, only these rows (comma-separated labels)")
     parser.add_argument("--skip-naive", action="store_true", help="only podisco (to rerun it after a change)")
+    parser.add_argument("--epochs", type=float, default=0.0, help="training epochs per run (0: the task's)")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     stream = STREAM if args.stream == "short" else long_stream()
-    variants = LEVERS if args.levers else {"racing": LEVERS["racing"]}
+    variants = LEVERS if args.levers else {"defaults": DEFAULTS}
+    if args.rows:
+        variants = {label: LEVERS[label] for label in args.rows.split(",")}
+    task_options = {"epochs": args.epochs} if args.epochs else {}
     ours = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         path = replay_file(root, stream)
         for label, options in variants.items():
-            ours[label] = run_podisco(args.preset, seeds, root / label.split()[0], path, **options)
+            folder = root / label.replace(" ", "-").replace("(", "").replace(")", "")
+            ours[label] = run_podisco(args.preset, seeds, folder, path, options, task_options)
             wall, top, info = ours[label]
             print(f"podisco ({label}): {wall:.0f} s, {info['statuses']}, top 3 {top}")
         if args.skip_naive:
             return
         references = next(iter(ours.values()))[2]["references"]
-        naive_wall, naive_top, naive_failures = run_naive(args.preset, seeds, references, stream)
+        naive_wall, naive_top, naive_failures = run_naive(args.preset, seeds, references, stream, task_options)
     n = len(stream)
     print(f"\n{n} proposals, IMDb preset {args.preset}, seeds {args.seeds}")
     print(f"naive pipeline: {naive_failures} candidates crashed\n")
@@ -281,8 +307,6 @@ def main() -> None:
         names = ", ".join(f"{name} {fitness:+.4f}" for name, fitness in top)
         same = {a for a, _ in top} == naive_names
         print(f"| {label} | {wall:.0f} | {3600 * n / wall:.1f} | {naive_wall / wall:.2f}x | {same} | {names} |")
-    for lever in NOT_BUILT:
-        print(f"| podisco: {lever} | not built yet | | | | |")
 
 
 if __name__ == "__main__":
