@@ -109,33 +109,42 @@ def _race(state: RunState) -> dict[str, float] | None:
     """Racing's terms from the archive: the incumbent (best fully evaluated attempt) and the per-seed noise of
     the attempts that ran every seed; None (the fixed stage 1 then) when racing is off or nothing is known."""
     search = state.config.search
+    terms = _incumbent_and_noise(state) if search.racing else None
+    if terms is None:
+        return None
+    best, se, noise = terms
+    return Race(best.fitness, se, noise, z=search.racing_z).to_json()
+
+
+def _incumbent_and_noise(state: RunState) -> tuple[Attempt, float, float] | None:
+    """The best fully evaluated attempt, its pooled SE and the archive's per-seed sd of paired differences;
+    None while no attempt ran two seeds or more (or the worker cannot score seeds)."""
     full = _fully_evaluated(state)
-    if not search.racing or not full or len(state.seeds) < 2 or not state.task.staged:
+    if not full or len(state.seeds) < 2 or not state.task.staged:
         return None
     differences = {a.id: seed_differences(state, a.metrics.get("per_seed") or [], state.references) for a in full}
     noise = prior_sd(list(differences.values()))
     if noise is None:
         return None
     best = max(full, key=lambda a: a.fitness)
-    return Race(best.fitness, pooled_se(differences[best.id], noise), noise, z=search.racing_z).to_json()
+    return best, pooled_se(differences[best.id], noise), noise
 
 
 def _stage0(state: RunState, seed_stage: bool) -> dict | None:
     """Stage 0's terms (worker._stage0): the task at a fraction of the steps, the reference rows there, and a
-    race against the incumbent's stage-0 score (the best fully evaluated attempt that has one). The seed
-    archive's jobs only record their stage-0 score, so that later candidates have an incumbent to race."""
+    race against the incumbent's stage-0 score (the best fully evaluated attempt that has one), with or without
+    racing over the full seeds. The seed archive's jobs only record their stage-0 score, so that later
+    candidates have an incumbent to race."""
     if state.stage0_spec is None:
         return None
     stage0 = {"task": state.stage0_spec.to_json(), "reference": state.stage0_references, "race": None}
-    if seed_stage or not state.config.search.racing:
-        return stage0
     scored = [a for a in _fully_evaluated(state) if (a.metrics or {}).get("stage0")]
-    race = _race(state)
-    if scored and race is not None:
+    terms = None if seed_stage or not scored else _incumbent_and_noise(state)
+    if terms is not None:
         incumbent = max(scored, key=lambda a: a.fitness)
-        # one seed on each side: the incumbent's stage-0 score is as noisy as one seed of the candidate's
-        noise = race["prior_sd"]
-        stage0["race"] = Race(incumbent.metrics["stage0"]["fitness"], noise, noise, z=race["z"]).to_json()
+        noise = terms[2]  # one seed on each side: the incumbent's stage-0 score is as noisy as the candidate's
+        race = Race(incumbent.metrics["stage0"]["fitness"], noise, noise, z=state.config.search.racing_z)
+        stage0["race"] = race.to_json()
     return stage0
 
 
