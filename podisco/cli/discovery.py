@@ -65,7 +65,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         fitness = "-" if a.fitness is None else f"{a.fitness:+.4f}"
         if a.fitness_stderr:
             fitness += f" +- {a.fitness_stderr:.4f}"
-        note = ((a.error or "").splitlines() or [""])[0][:70] if a.status != "evaluated" else ""  # running: none
+        # a reason where there is one (invalid, failed, duplicate, stopped at stage 0); none while running
+        note = ((a.error or "").splitlines() or [""])[0][:70] if a.status != "evaluated" or a.error else ""
         if a.metrics.get("best_beta") is not None:  # the frontier fitness: scored at its own best grid β
             note = f"at its best β={a.metrics['best_beta']:g}"
         rows.append((str(a.id), str(a.generation), a.name[:32], a.status, fitness, note))

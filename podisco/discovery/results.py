@@ -53,8 +53,8 @@ def record(state: RunState, attempt: Attempt, result: dict, grid: dict[float, di
         fields["duplicate_of"] = result.get("duplicate_of")
         fields["fitness"] = _fitness_of(state, result.get("duplicate_of") or "")
         fields["error"] = f"behaves like {result.get('duplicate_of')} (distance {result.get('distance', 0):.3f})"
-    if result.get("stage0") and not result.get("per_seed"):  # stopped at stage 0: no full-length fitness
-        stage0 = result["stage0"]
+    stage0 = result.get("stage0") or {}
+    if status == "evaluated" and stage0.get("decision") == "stop":  # stopped at stage 0: no full-length fitness
         fields["metrics"] = {"per_seed": [], "promoted": False, "stage0": stage0, "flags": result.get("flags")}
         fields["seeds"] = []
         fields["error"] = stage0_text(stage0)
