@@ -161,6 +161,7 @@ class WarmSlot:
     def __init__(self, folder: Path, settings: ExecutionSettings) -> None:
         self.folder, self.settings = Path(folder), settings
         self._server: Sandboxed | None = None
+        self._pending = b""  # what the slot wrote that was not read as a reply yet
         self.starts = 0  # how many times a slot process was started (the cost a warm slot saves)
 
     def _start(self) -> Sandboxed:
@@ -184,19 +185,27 @@ class WarmSlot:
                 stderr=err,
             )
         self.starts += 1
+        self._pending = b""
         if self._read(server, 300.0) is None:
             self._stop(server)
             raise SandboxError(f"the warm worker slot did not start: {tail(self.folder / '.stderr')[-800:]}")
         return server
 
-    @staticmethod
-    def _read(server: Sandboxed, timeout: float) -> dict | None:
-        """The slot's next reply, or None when it ended or did not answer within ``timeout``."""
-        stream = server.process.stdout
-        ready, _, _ = select.select([stream], [], [], timeout)
-        line = stream.readline() if ready else b""
+    def _read(self, server: Sandboxed, timeout: float) -> dict | None:
+        """The slot's next reply, or None when it ended or did not answer within ``timeout``. Read with os.read
+        into this slot's own buffer: a buffered reader could hold a second reply where select() cannot see it."""
+        deadline, fd = time.monotonic() + timeout, server.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the slot ended
+                return None
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
         try:
-            return json.loads(line) if line else None
+            return json.loads(line)
         except ValueError:
             return None
 

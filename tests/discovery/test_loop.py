@@ -241,7 +241,8 @@ def test_stage0_stops_a_hopeless_candidate_before_any_full_run(tmp_path):
     below the incumbent there and stops with no full-length run (no fitness, the reason kept); a good one goes on."""
     replay = tmp_path / "replies.jsonl"
     codes = {
-        "backwards": "def backwards(logits, targets):\n    return F.cross_entropy(-logits, targets, reduction='none')\n",
+        "backwards": "def backwards(logits, targets):\n"
+        "    return F.cross_entropy(-logits, targets, reduction='none')\n",
         "smoothed": "def smoothed(logits, targets):\n"
         "    return F.cross_entropy(logits, targets, reduction='none', label_smoothing=0.05)\n",
     }
