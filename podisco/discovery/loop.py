@@ -298,8 +298,9 @@ def _search(state: RunState, executor: Executor, proposer: Proposer, log: Consol
 
 def _open_generation(state: RunState, steady: bool) -> int | None:
     """The earliest generation with room for a proposal: fewer than ``population`` proposals that are not
-    duplicates (running ones count as not), and fewer than its cap. Without the steady state a generation only
-    takes proposals when none of its own is running, and a later one only once the earlier are full."""
+    duplicates (running ones count as not), and fewer than its cap. Without the steady state a later generation
+    opens only once the earlier ones are full and finished: a generation's proposals are made at once and run
+    side by side, and a slot that a duplicate took is proposed again as soon as that is known."""
     search = state.config.search
     cap = search.population * (1 + search.refills)
     attempts = state.archive.attempts(state.run_id)
@@ -307,9 +308,9 @@ def _open_generation(state: RunState, steady: bool) -> int | None:
         mine = [a for a in attempts if a.generation == generation]
         running = any(a.status == "proposed" for a in mine)
         has_room = sum(a.status != "duplicate" for a in mine) < search.population and len(mine) < cap
-        if has_room and (steady or not running):
+        if has_room:
             return generation
-        if not steady and (has_room or running):
+        if not steady and running:
             return None
     return None
 
