@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,8 @@ def run_podisco(
     from podisco.discovery.config import DiscoveryConfig, ExecutionSection, ProposerSection, SearchSection, TaskSection
     from podisco.discovery.loop import run_discovery
     from podisco.discovery.proposers.replay import ReplayProposer
+    from podisco.discovery.references import reference_key
+    from podisco.tasks.base import get_task
 
     config = DiscoveryConfig(
         task=TaskSection("imdb", {"preset": preset, **task_options}),
@@ -216,10 +219,21 @@ def run_podisco(
         if a.name not in seen:  # the same proposal replayed twice is one candidate
             seen.add(a.name)
             ranked.append(a)
-    references = {
-        str(p.stem.rsplit("seed", 1)[1]): json.loads(p.read_text()) for p in (root / "references").glob("*.json")
-    }
+    # The naive pipeline is scored against the same tuned DPO: the reference runs at the β the grid chose.
+    task = get_task("imdb", config.task.options)
+    beta = archive.run(run_id)["verdict"]["baseline"]["beta"]
+    key = reference_key(task.prepare(root, lambda m: None), task.reference_loss, beta)
+    references = {str(s): json.loads((root / "references" / f"{key}-seed{s}.json").read_text()) for s in seeds}
     return wall, [(a.name, a.fitness) for a in ranked[:3]], {"statuses": statuses, "references": references}
+
+
+def share_references(source: Path, target: Path) -> None:
+    """Copy the reference runs ``source`` has and ``target`` lacks (named by task, loss and β, so any run of the
+    same task may reuse them): each row's DPO grid is trained once per benchmark, not once per row."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.json"):
+        if not (target / path.name).exists():
+            shutil.copy2(path, target / path.name)
 
 
 def run_naive(
@@ -276,6 +290,7 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="with --levers, only these rows (comma-separated labels)")
     parser.add_argument("--skip-naive", action="store_true", help="only podisco (to rerun it after a change)")
     parser.add_argument("--epochs", type=float, default=0.0, help="training epochs per run (0: the task's)")
+    parser.add_argument("--references", default="", help="a folder to reuse and keep the DPO reference runs in")
     args = parser.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     stream = STREAM if args.stream == "short" else long_stream()
@@ -287,9 +302,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         path = replay_file(root, stream)
+        shared = Path(args.references) if args.references else root / "references"
         for label, options in variants.items():
             folder = root / label.replace(" ", "-").replace("(", "").replace(")", "")
+            share_references(shared, folder / "references")
             ours[label] = run_podisco(args.preset, seeds, folder, path, options, task_options)
+            share_references(folder / "references", shared)
             wall, top, info = ours[label]
             print(f"podisco ({label}): {wall:.0f} s, {info['statuses']}, top 3 {top}")
         if args.skip_naive:

@@ -17,14 +17,18 @@ from podisco.discovery.executors import Executor
 from podisco.discovery.results import finish_rows, result_timings
 from podisco.errors import PodiscoError
 from podisco.progress import Console
-from podisco.tasks.base import has_fidelity
+from podisco.tasks.base import TaskSpec, has_fidelity
 
 REFERENCE_ATTEMPTS = 3
 
 
 def _reference_key(state: RunState, beta: float) -> str:
-    what = {"task": state.spec.to_json(), "beta": beta, "loss": state.task.reference_loss}
-    return code_hash(json.dumps(what, sort_keys=True))
+    return reference_key(state.spec, state.task.reference_loss, beta)
+
+
+def reference_key(spec: TaskSpec, loss: str, beta: float) -> str:
+    """What names a reference run (the task as prepared, the loss, β): runs of any root may share them."""
+    return code_hash(json.dumps({"task": spec.to_json(), "beta": beta, "loss": loss}, sort_keys=True))
 
 
 def _reference_path(state: RunState, beta: float, seed: int) -> Path:
