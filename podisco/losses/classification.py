@@ -1,6 +1,6 @@
 """Classification losses for the paper's sanity case (CIFAR-10 in the paper, scikit-learn digits here).
 
-Contract (docs/design.md): ``loss(logits (B, C), targets (B,) long) -> (B,)``, computed in float32 or wider.
+Contract (docs/loss-contract.md): ``loss(logits (B, C), targets (B,) long) -> (B,)``, computed in float32 or wider.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loss functions written in the forms people write them, adapted to the loss contract (docs/design.md).
+"""Loss functions written in the forms people write them, adapted to the loss contract (docs/loss-contract.md).
 
 - the paper's method form ``def f(self, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
   reference_rejected_logps)`` reading ``self.beta``;

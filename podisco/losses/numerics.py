@@ -20,7 +20,7 @@ EXP_HEADROOM = 20.0
 
 
 def promote(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Cast inputs to float32 or wider: losses never compute in bf16/fp16 (docs/design.md, the loss contract)."""
+    """Cast inputs to float32 or wider: losses never compute in bf16/fp16 (docs/loss-contract.md)."""
     dtype = torch.float32
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)

@@ -1,6 +1,6 @@
 """One registry of preference losses, keyed by name, plus weighted combinations.
 
-A registered loss follows the contract of docs/design.md::
+A registered loss follows the contract of docs/loss-contract.md::
 
     loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
          *, beta, **extra) -> Tensor of shape (B,)
