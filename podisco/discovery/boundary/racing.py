@@ -2,7 +2,7 @@
 the parent sizes the race from the archive, the worker applies it after each seed).
 
 After n seeds with paired differences x_1..x_n against the baseline, the candidate's one-sided bounds are
-mean ± z·SE with SE = s/√n, where s² pools the archive's per-seed variance (``prior_sd``, weight
+mean ± z·SE with SE = s/√n, where s² pools the archive's typical per-seed variance (``prior_sd``, weight
 ``prior_weight`` pseudo-seeds) with the candidate's own sample variance: s² = (w·σ₀² + (n−1)·s_n²) / (w + n − 1).
 With one seed, s = σ₀: the first seed can already stop a hopeless candidate. The rule
 (Maron & Moore's Hoeffding races, with normal bounds):
@@ -70,9 +70,20 @@ def decide(values: Sequence[float], race: Race) -> tuple[Decision, dict[str, flo
 
 
 def prior_sd(per_seed_differences: Sequence[Sequence[float]]) -> float | None:
-    """The pooled per-seed sd of the attempts that ran two or more seeds; None when none did."""
+    """The per-seed sd of a typical attempt, from the attempts that ran two or more seeds; None when none did.
+
+    The median over those attempts of s²/m_k, where s² is an attempt's sample variance on k = n − 1 degrees of
+    freedom and m_k = median(χ²_k)/k is what s²/σ² is at the median when the noise is normal: with equal noise
+    everywhere it estimates that noise, as pooling would. A median, because the noise is not equal everywhere:
+    one drifting loss (KTO: per-seed sd 0.06 on the default IMDb preset where others have 0.01,
+    docs/results/imdb-discovery.md §5) would otherwise widen every race's bounds and keep hopeless candidates
+    running for seeds they cannot use. A candidate noisier than the prior still widens its own bounds from its
+    second seed on (pooled_se).
+    """
+    from scipy.stats import chi2
+
     groups = [d for d in per_seed_differences if len(d) > 1]
     if not groups:
         return None
-    dof = sum(len(d) - 1 for d in groups)
-    return math.sqrt(sum((len(d) - 1) * statistics.variance(d) for d in groups) / dof)
+    scaled = [statistics.variance(d) / (chi2.median(len(d) - 1) / (len(d) - 1)) for d in groups]
+    return math.sqrt(statistics.median(scaled))
