@@ -149,6 +149,13 @@ def job_result(job: Job, workdir: Path, outcome: SandboxResult, deadline_s: floa
     return {"status": "failed", "error": reason + ("\n" + "\n".join(tail) if tail else ""), "sandbox": sandbox}
 
 
+def warm_slot_argv() -> list[str]:
+    """The slot's command. ``-P``: the slot's folder is not put on sys.path, as ``-m`` does with the working
+    directory. Each job's folder lies inside the slot's, so a candidate can write there; without ``-P`` a
+    ``scipy.py`` it left would run in a later candidate's child at that child's first ``import scipy``."""
+    return [sys.executable, "-P", "-m", "podisco.discovery.child.forkserver"]
+
+
 class WarmSlot:
     """One warm worker slot (``--warm-workers``): a long-lived sandboxed ``child/forkserver.py`` that imported
     torch and loaded the task once, and forks a fresh child per candidate job (see that module). Each job runs
@@ -169,7 +176,7 @@ class WarmSlot:
             shutil.rmtree(self.folder)
         (self.folder / "tmp").mkdir(parents=True)
         env = {**self.settings.env, "TMPDIR": str(self.folder / "tmp")}
-        argv = [sys.executable, "-m", "podisco.discovery.child.forkserver"]
+        argv = warm_slot_argv()
         with (self.folder / ".stderr").open("wb") as err:
             server = start_sandboxed(
                 argv,

@@ -101,3 +101,27 @@ def test_warm_slots_fork_a_fresh_child_per_candidate_and_survive_a_killed_one(tm
     finally:
         pool.shutdown()
     assert slot._server is None
+
+
+def test_a_warm_slot_never_imports_what_a_candidate_left_in_its_folder(tmp_path):
+    """A job's folder lies inside its slot's, so a candidate can write there; the slot's interpreter must not
+    look there for modules (``python -m`` puts its working directory first on sys.path), or a file a candidate
+    left would run in a later candidate's child."""
+    import subprocess
+
+    from podisco.discovery.boundary.sandbox import scrubbed_env
+    from podisco.discovery.executors import warm_slot_argv
+
+    marker = tmp_path / "planted-ran"
+    (tmp_path / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")  # the slot imports json itself
+
+    def start(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, cwd=tmp_path, env=scrubbed_env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+        )
+
+    done = start(warm_slot_argv())  # end-of-file on stdin: the slot says it is ready and ends
+    assert done.returncode == 0 and b'"ready"' in done.stdout, done.stderr[-2000:]
+    assert not marker.exists()
+    start([arg for arg in warm_slot_argv() if arg != "-P"])  # the same slot without -P runs the planted file
+    assert marker.exists()
