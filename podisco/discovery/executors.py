@@ -149,11 +149,13 @@ def job_result(job: Job, workdir: Path, outcome: SandboxResult, deadline_s: floa
     return {"status": "failed", "error": reason + ("\n" + "\n".join(tail) if tail else ""), "sandbox": sandbox}
 
 
-def warm_slot_argv() -> list[str]:
+def warm_slot_argv(isolation: str) -> list[str]:
     """The slot's command. ``-P``: the slot's folder is not put on sys.path, as ``-m`` does with the working
     directory. Each job's folder lies inside the slot's, so a candidate can write there; without ``-P`` a
-    ``scipy.py`` it left would run in a later candidate's child at that child's first ``import scipy``."""
-    return [sys.executable, "-P", "-m", "podisco.discovery.child.forkserver"]
+    ``scipy.py`` it left would run in a later candidate's child at that child's first ``import scipy``. In a
+    bwrap sandbox the slot is alone in its pid namespace, and kills whatever a child left running."""
+    own_namespace = ["--own-pid-namespace"] if isolation == "bwrap" else []  # forkserver.OWN_PID_NAMESPACE
+    return [sys.executable, "-P", "-m", "podisco.discovery.child.forkserver", *own_namespace]
 
 
 class WarmSlot:
@@ -176,7 +178,7 @@ class WarmSlot:
             shutil.rmtree(self.folder)
         (self.folder / "tmp").mkdir(parents=True)
         env = {**self.settings.env, "TMPDIR": str(self.folder / "tmp")}
-        argv = warm_slot_argv()
+        argv = warm_slot_argv(self.settings.isolation)
         with (self.folder / ".stderr").open("wb") as err:
             server = start_sandboxed(
                 argv,

@@ -2,6 +2,7 @@
 same work and only from the parent's copy."""
 
 import json
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -120,8 +121,36 @@ def test_a_warm_slot_never_imports_what_a_candidate_left_in_its_folder(tmp_path)
             argv, cwd=tmp_path, env=scrubbed_env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=120
         )
 
-    done = start(warm_slot_argv())  # end-of-file on stdin: the slot says it is ready and ends
+    done = start(warm_slot_argv("process"))  # end-of-file on stdin: the slot says it is ready and ends
     assert done.returncode == 0 and b'"ready"' in done.stdout, done.stderr[-2000:]
     assert not marker.exists()
-    start([arg for arg in warm_slot_argv() if arg != "-P"])  # the same slot without -P runs the planted file
+    start([arg for arg in warm_slot_argv("process") if arg != "-P"])  # the same slot without -P runs the planted file
     assert marker.exists()
+
+
+def test_a_warm_slot_kills_what_a_child_left_running_in_its_sandbox(tmp_path):
+    """A child that leaves its process group (setsid) escapes the slot's killpg; in a bwrap sandbox the slot is
+    alone in its pid namespace and kills every other process there once the child ended."""
+    import subprocess
+
+    from podisco.discovery.boundary.sandbox import Limits, detect_isolation, reap, start_sandboxed
+
+    if detect_isolation() != "bwrap":
+        pytest.skip("needs bubblewrap (a pid namespace of the slot's own)")
+    script = """
+import os, subprocess, time
+from podisco.discovery.child.forkserver import kill_leftovers
+left = subprocess.Popen(["sleep", "60"], start_new_session=True)  # out of our group, as a hostile child would be
+time.sleep(0.2)
+killed = kill_leftovers()
+left.wait(timeout=10)
+print(killed, left.returncode)
+"""
+    sandboxed = start_sandboxed(
+        [sys.executable, "-P", "-c", script], tmp_path, Limits(wall_s=60), "bwrap", stdout=subprocess.PIPE
+    )
+    try:
+        out, _ = sandboxed.process.communicate(timeout=120)
+    finally:
+        reap(sandboxed)
+    assert out.split() == [b"1", b"-9"]  # the sleep, and nothing else: not the script, not the sandbox's init

@@ -14,7 +14,8 @@ OpenMP pool started before a fork would hang the child.
 Protocol, one JSON object per line: the slot says ``{"ready": pid}`` once warm; the parent sends
 ``{"dir": JOB_FOLDER, "wall_s": SECONDS}``; the slot answers ``{"started": PID}`` once it forked the child,
 and ``{"returncode", "signal", "timed_out", "wall_s"}`` once the child ended or was killed at the deadline
-(its process group, and anything it left). End-of-file on stdin ends the slot.
+(its process group, and, in a bwrap sandbox, every other process the slot's pid namespace holds then:
+``kill_leftovers``). End-of-file on stdin ends the slot.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+OWN_PID_NAMESPACE = "--own-pid-namespace"  # the parent says the slot is alone in its pid namespace (bwrap)
 
 
 def _prctl(option: int, value: int) -> None:
@@ -87,6 +89,28 @@ def _child(folder: Path, keep: tuple[int, ...]) -> None:
         os._exit(code)
 
 
+def kill_leftovers() -> int:
+    """Kill every process of this pid namespace but this one and its ancestors; how many were signalled.
+
+    Only for a slot alone in its pid namespace (bwrap's ``--unshare-pid``, where /proc lists that namespace
+    alone): a child that left its process group (``setsid``) escapes ``killpg``, and would otherwise outlive
+    its job and watch, or write into, the next candidate's folder. A cold job's sandbox ends with its job."""
+    keep, pid = set(), os.getpid()
+    while pid > 0:  # this process and its ancestors up to the namespace's init (whose parent is 0 here)
+        keep.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in keep:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 def _wait(pid: int, wall_s: float) -> dict:
     """Wait for the child until its deadline; kill its group then (and after a clean end: what it left)."""
     started = time.monotonic()
@@ -104,6 +128,11 @@ def _wait(pid: int, wall_s: float) -> dict:
             time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    if OWN_PID_NAMESPACE in sys.argv:
+        kill_leftovers()
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:  # reap what was ours (leftovers reparent to the namespace's init)
+                pass
     return {
         "returncode": os.waitstatus_to_exitcode(status),
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
