@@ -129,10 +129,7 @@ def _wait(pid: int, wall_s: float) -> dict:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     if OWN_PID_NAMESPACE in sys.argv:
-        kill_leftovers()
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:  # reap what was ours (leftovers reparent to the namespace's init)
-                pass
+        kill_leftovers()  # orphans, reparented to the namespace's init, which reaps them
     return {
         "returncode": os.waitstatus_to_exitcode(status),
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
