@@ -42,6 +42,7 @@ class CandidateJobs:
             name=attempt.name,
             code=attempt.code,
             known={} if seed_stage else _known_fingerprints(state),
+            contenders=() if seed_stage else _contenders(state),
             registry_measured=tuple(_registry_measured(state)),
             dedup=not seed_stage,
             reference=state.references,
@@ -81,6 +82,27 @@ class CandidateJobs:
 def _known_fingerprints(state: RunState) -> dict[str, list[float]]:
     evaluated = state.archive.attempts(state.run_id, "evaluated")
     return {f"attempt:{a.id} {a.name}": a.fingerprint for a in evaluated if a.fingerprint}
+
+
+def _contenders(state: RunState) -> tuple[str, ...]:
+    """The entries that may still end in the final top k (``reevaluate_top``): fitness within ``promote_margin``
+    of the k-th best. Their labels as ``_known_fingerprints`` and ``_registry_measured`` name them; a candidate
+    close to one of them, but not identical, is trained rather than given that entry's score."""
+    search = state.config.search
+    scored = [a for a in state.archive.attempts(state.run_id, "evaluated") if a.fitness is not None]
+    if not scored:
+        return ()
+    ranked = sorted((a.fitness for a in scored), reverse=True)
+    bar = ranked[min(max(search.reevaluate_top, 1), len(ranked)) - 1] - search.promote_margin
+    labels = []
+    for a in scored:
+        if a.fitness >= bar:
+            labels.append(f"attempt:{a.id} {a.name}")
+            if a.proposer == "seed" and state.task.kind == "preference":
+                from podisco.losses.registry import get_spec
+
+                labels.append(f"registry:{get_spec(a.name).name}")
+    return tuple(labels)
 
 
 def _registry_measured(state: RunState) -> list[str]:

@@ -235,3 +235,33 @@ def test_one_drifting_loss_does_not_widen_every_race():
                     incumbent = (statistics.fmean(seeds), pooled_se(seeds, noise))
     assert dropped["median"] / streams <= 0.02
     assert seeds_run["median"] < 0.9 * seeds_run["pooled"]
+
+
+def test_contenders_are_the_entries_within_the_promote_margin_of_the_kth_best():
+    from types import SimpleNamespace
+
+    from podisco.discovery.candidates import _contenders
+
+    def attempt(id_: int, name: str, fitness: float | None, proposer: str = "evolve"):
+        return SimpleNamespace(id=id_, name=name, fitness=fitness, proposer=proposer)
+
+    evaluated = [
+        attempt(1, "dpo", -0.012, "seed"),
+        attempt(2, "kto", -0.040, "seed"),
+        attempt(3, "a", 0.002),
+        attempt(4, "b", 0.001),
+        attempt(5, "c", -0.005),
+        attempt(6, "d", -0.026),  # 0.021 below the 3rd best: out
+        attempt(7, "stopped", None),
+    ]
+    search = SimpleNamespace(reevaluate_top=3, promote_margin=0.02)
+    state = SimpleNamespace(
+        run_id="r",
+        config=SimpleNamespace(search=search),
+        task=SimpleNamespace(kind="preference"),
+        archive=SimpleNamespace(attempts=lambda run_id, status: evaluated),
+    )
+    # the 3rd best is -0.005, so the bar is -0.025; DPO, a seed, is named as the registry names it too
+    assert _contenders(state) == ("attempt:1 dpo", "registry:sigmoid", "attempt:3 a", "attempt:4 b", "attempt:5 c")
+    evaluated[:] = []
+    assert _contenders(state) == ()

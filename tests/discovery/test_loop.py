@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -302,3 +303,25 @@ def test_the_worker_races_a_candidate_seed_by_seed(tmp_path, incumbent, seeds_ru
     assert result["status"] == "evaluated" and [r["seed"] for r in result["per_seed"]] == seeds_run
     assert result["race"]["decision"] == decision and result["race"]["seeds"] == 1
     assert result["promoted"] is (decision == "promote")
+
+
+def test_a_near_duplicate_of_a_contender_is_trained_not_given_its_score(tmp_path):
+    """DPO at β×2.5 is 0.029 from DPO at β×3, within the duplicate distance: a duplicate of it, unless β×3 may
+    end in the top k (a contender); then its own score could reorder the top, so it is trained. A rewrite
+    (distance 0) of a contender is still a duplicate."""
+    settings = ExecutionSettings(isolation="process")
+
+    def job(name: str, body: str, **fields) -> Job:
+        code = METHOD.format(name=name, body=body)
+        return Job(task=job_spec("imdb", preset="tiny"), name=name, beta=0.05, seeds=(), code=code, **fields)
+
+    x3 = execute(job("x3", "-F.logsigmoid(3 * self.beta * logits)"), tmp_path / "x3", settings)
+    known = {"attempt:7 x3": x3["fingerprint"]}
+    near = job("x2_5", "-F.logsigmoid(2.5 * self.beta * logits)", dedup=True, known=known)
+    result = execute(near, tmp_path / "a", settings)
+    assert result["status"] == "duplicate" and result["duplicate_of"] == "attempt:7 x3"
+    assert 0.01 < result["distance"] < 0.05
+    contended = execute(replace(near, contenders=("attempt:7 x3",)), tmp_path / "b", settings)
+    assert contended["status"] != "duplicate" and "attempt:7 x3" in contended["flags"]["near_contender"]
+    rewrite = replace(near, code=METHOD.format(name="x3b", body="F.softplus(-3 * self.beta * logits)"))
+    assert execute(replace(rewrite, contenders=("attempt:7 x3",)), tmp_path / "c", settings)["status"] == "duplicate"

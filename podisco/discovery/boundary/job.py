@@ -30,6 +30,9 @@ class Job:
     duplicate_distance: float = 0.05
     known: Mapping[str, list[float]] = field(default_factory=dict)  # label -> fingerprint
     registry_measured: tuple[str, ...] = ()  # registered losses this run has a fitness for
+    # labels of ``known`` (or ``registry:NAME``) that may still be in the final top k: a candidate near one of
+    # them but not identical to it is trained, not given its score (candidates._contenders)
+    contenders: tuple[str, ...] = ()
     reference: Mapping[str, dict] = field(default_factory=dict)  # seed -> the reference row (paired tasks)
     baseline_grid: tuple[float, ...] = ()  # β values the reference loss was trained at (rescaled duplicates)
     stage1_seeds: int = 0
@@ -68,7 +71,7 @@ class Job:
         values = exact_keys(cls, data, "job")
         values["task"] = TaskSpec.from_json(values["task"])
         values["seeds"] = tuple(int(s) for s in values["seeds"])
-        for key in ("registry_measured", "baseline_grid"):
+        for key in ("registry_measured", "contenders", "baseline_grid"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

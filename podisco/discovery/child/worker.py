@@ -103,6 +103,7 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
     from podisco.discovery.child.candidate import CandidateError
     from podisco.losses.analysis import (
         CLASSIFICATION_DUPLICATE_DISTANCE,
+        EXACT_DUPLICATE_DISTANCE,
         classification_fingerprint,
         fingerprint_distance,
     )
@@ -141,7 +142,12 @@ def run_job(job: Job, workdir: Path) -> dict[str, Any]:
         # rewrites of a known loss stop here instead of training again
         threshold = job.duplicate_distance if task.kind == "preference" else CLASSIFICATION_DUPLICATE_DISTANCE
         duplicate = _duplicate_of(result, job, fingerprint_distance, threshold)
-        if duplicate is not None:
+        if duplicate is not None and duplicate[0] in job.contenders and duplicate[1] > EXACT_DUPLICATE_DISTANCE:
+            # close to an entry that may end in the top k, but not identical: its own score can reorder the top
+            # (measured: DPO at β×2.5 scored 0.0026 below the β×3 it was 0.029 from, and left the top 3)
+            note = f"{duplicate[0]} (distance {duplicate[1]:.3f}), which may end in the top k: trained"
+            result["flags"] = {**result.get("flags", {}), "near_contender": note}
+        elif duplicate is not None:
             return {**result, "status": "duplicate", "duplicate_of": duplicate[0], "distance": duplicate[1]}
         if task.kind == "preference":
             start = time.perf_counter()
