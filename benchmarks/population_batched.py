@@ -21,7 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-LOSSES = ["sigmoid", "hinge", "ipo", "discopop", "cell", "robust", "exo_pair", "aqfl"]
+# none of them needs the completions' lengths (IPO does, and this benchmark has none)
+LOSSES = ["sigmoid", "hinge", "padll", "discopop", "cell", "robust", "exo_pair", "aqfl"]
 PROMPT, COMPLETION, PAIRS = 8, 24, 16
 
 
