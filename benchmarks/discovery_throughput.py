@@ -211,11 +211,12 @@ def run_podisco(
     run_discovery(config, root, run_id, resume=True, log=print, proposer=ReplayProposer(stream))
     wall = time.perf_counter() - start
     archive = Archive(root / "archive.sqlite")
-    attempts = [a for a in archive.attempts(run_id) if a.generation > 0]
+    every = archive.attempts(run_id)
+    attempts = [a for a in every if a.generation > 0]
     statuses = {s: sum(a.status == s for a in attempts) for s in ("evaluated", "duplicate", "invalid", "failed")}
     # A duplicate carries the fitness of what it behaves like; the naive pipeline measures it again.
     scored = [(a.name, a.fitness) for a in attempts if a.fitness is not None]
-    rewrites = rewrite_classes(archive.attempts(run_id))
+    rewrites = rewrite_classes(every)  # the seed archive too: a proposal may rewrite a seed loss
     # The naive pipeline is scored against the same tuned DPO: the reference runs at the β the grid chose.
     task = get_task("imdb", config.task.options)
     beta = archive.run(run_id)["verdict"]["baseline"]["beta"]
@@ -352,10 +353,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     rows = [(f"podisco: {label}", wall, scored, info["rewrites"]) for label, (wall, scored, info) in ours.items()]
     rewrites = rows[0][3] if rows else {}  # which proposals rewrite which is the stream's, the same in every row
+    naive_functions = {rewrites.get(name, name) for name, _ in top3(naive_scored, rewrites)}
     for label, wall, scored, _ in [*rows, ("naive (paper-like)", naive_wall, naive_scored, rewrites)]:
         top = top3(scored, rewrites)
-        functions = {rewrites.get(name, name) for name, _ in top}
-        same = functions == {rewrites.get(name, name) for name, _ in top3(naive_scored, rewrites)}
+        same = {rewrites.get(name, name) for name, _ in top} == naive_functions
         names = ", ".join(f"{name} {fitness:+.4f}" for name, fitness in top)
         print(f"| {label} | {wall:.0f} | {3600 * n / wall:.1f} | {naive_wall / wall:.2f}x | {same} | {names} |")
 

@@ -98,22 +98,24 @@ def _contenders(state: RunState) -> tuple[str, ...]:
     for a in scored:
         if a.fitness >= bar:
             labels.append(f"attempt:{a.id} {a.name}")
-            if a.proposer == "seed" and state.task.kind == "preference":
-                from podisco.losses.registry import get_spec
-
-                labels.append(f"registry:{get_spec(a.name).name}")
+            if (name := _registered_name(state, a)) is not None:
+                labels.append(f"registry:{name}")
     return tuple(labels)
 
 
 def _registry_measured(state: RunState) -> list[str]:
     """Registered losses whose fitness this run has: the seeds (dpo -> sigmoid, slic -> hinge, ...)."""
+    evaluated = state.archive.attempts(state.run_id, "evaluated")
+    return [name for a in evaluated if (name := _registered_name(state, a)) is not None]
+
+
+def _registered_name(state: RunState, attempt: Attempt) -> str | None:
+    """The registered loss a seed attempt of a preference task is (dpo -> sigmoid); None for any other."""
+    if attempt.proposer != "seed" or state.task.kind != "preference":
+        return None
     from podisco.losses.registry import get_spec
 
-    names = []
-    for a in state.archive.attempts(state.run_id, "evaluated"):
-        if a.proposer == "seed" and state.task.kind == "preference":
-            names.append(get_spec(a.name).name)
-    return names
+    return get_spec(attempt.name).name
 
 
 def _stage_threshold(state: RunState) -> float | None:

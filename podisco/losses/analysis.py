@@ -24,12 +24,12 @@ from podisco.losses.registry import LossFn, check_params, get_spec, list_specs, 
 LossLike = str | Mapping[str, float] | LossFn
 DEFAULT_RHO_RANGE = (-20.0, 40.0)  # the paper's Fig. 9/10 axis
 DUPLICATE_DISTANCE = 0.05  # fingerprints closer than this behave the same (DPO vs DiscoPOP: ~0.4)
+# the same function written another way: rewrites print as 0.000 apart, where DPO at β×2.5 and at β×3 are 0.029
+EXACT_DUPLICATE_DISTANCE = 1e-3
 # classification_fingerprint's own threshold: rewrites only. Measured: rewrites of one loss 2e-7 apart (float32
 # vs float64); label smoothing moves it about 0.8 per unit of smoothing (0.05 vs 0.1: 0.040, cross-entropy vs
 # 0.1: 0.078), so smoothings 0.01 apart stay distinct; cross-entropy vs squared error 0.91
-CLASSIFICATION_DUPLICATE_DISTANCE = 1e-3
-# the same function written another way: rewrites print as 0.000 apart, where DPO at β×2.5 and at β×3 are 0.029
-EXACT_DUPLICATE_DISTANCE = 1e-3
+CLASSIFICATION_DUPLICATE_DISTANCE = EXACT_DUPLICATE_DISTANCE
 
 
 @dataclass(frozen=True)
