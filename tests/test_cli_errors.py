@@ -118,6 +118,10 @@ def test_cifar10_without_its_folder(capsys):
     fails(capsys, ["task", "digits", "--dataset", "cifar10"], "--dataset cifar10 needs --data-dir")
 
 
+def test_against_beta_without_against(capsys):
+    fails(capsys, ["task", "imdb", "--against-beta", "0.5"], "--against-beta is the beta of the --against loss")
+
+
 # names
 
 

@@ -66,28 +66,35 @@ def cmd_task_prepare(args: argparse.Namespace) -> int:
 
 def cmd_task_imdb(args: argparse.Namespace) -> int:
     from podisco.losses import get_spec
-    from podisco.stats import Estimate, format_estimate
+    from podisco.stats import Estimate, format_estimate, one_sided_p
     from podisco.tasks.imdb.evaluate import ImdbTrainSettings, train_and_evaluate
     from podisco.tasks.imdb.fitness import paired_fitness
     from podisco.tasks.imdb.prepare import prepare
     from podisco.tasks.sweep_summary import DEFAULT_KL_PENALTY
 
     get_spec(args.loss)  # misspelled names fail before the task is loaded
+    if args.against_beta is not None and not args.against:
+        raise UsageError("--against-beta is the beta of the --against loss: give --against too")
     if args.against:
         get_spec(args.against)
     task = prepare(args.preset, args.cache_dir)
     settings = ImdbTrainSettings(loss=args.loss, beta=args.beta, steps=args.steps)
     settings.lr, settings.epochs = args.lr or settings.lr, args.epochs or settings.epochs
     if args.against:
-        paired = paired_fitness(task, args.loss, args.beta, args.out, args.against, args.seeds, settings)
+        paired = paired_fitness(
+            task, args.loss, args.beta, args.out, args.against, args.seeds, settings, reference_beta=args.against_beta
+        )
         n = len(args.seeds)
         reward = format_estimate(Estimate(paired.difference, paired.stderr, n))
-        penalised = format_estimate(Estimate(paired.penalised_difference, paired.penalised_stderr, n))
+        penalised = Estimate(paired.penalised_difference, paired.penalised_stderr, n)
+        against = f"{args.against} at beta={paired.reference_beta:g}"
         print(
-            f"{args.loss} - {args.against} at beta={args.beta:g} over {n} paired seeds:\n"
+            f"{args.loss} at beta={args.beta:g} - {against} over {n} paired seeds:\n"
             f"  reward       {reward}  [{paired.candidate_reward:.4f} vs {paired.reference_reward:.4f}]\n"
-            f"  reward - {DEFAULT_KL_PENALTY:g} KL  {penalised}  "
-            f"[KL {paired.candidate_kl:.4f} vs {paired.reference_kl:.4f}]"
+            f"  reward - {DEFAULT_KL_PENALTY:g} KL  {format_estimate(penalised)}  "
+            f"[KL {paired.candidate_kl:.4f} vs {paired.reference_kl:.4f}]\n"
+            f"  one-sided p (reward - {DEFAULT_KL_PENALTY:g} KL above {against}): {one_sided_p(penalised):.4f}"
+            " (one test: correct it yourself for how many candidates or betas were tried)"
         )
         return 0
     result = train_and_evaluate(task, settings, Path(args.out) / f"{args.loss}-{args.beta:g}", args.seeds)
@@ -188,6 +195,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="evaluation sampling seeds (training seeds too with --against)",
     )  # fmt: skip
     p.add_argument("--against", help="paired comparison with this loss: same training and sampling seed per run")
+    p.add_argument(
+        "--against-beta", dest="against_beta", type=beta,
+        help="the --against loss's beta (default: --beta), e.g. DPO at the beta it was tuned to",
+    )  # fmt: skip
     p.add_argument("--preset", default="default", choices=PRESETS)
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--out", default="runs/imdb")

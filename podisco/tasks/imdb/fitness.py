@@ -69,6 +69,7 @@ class PairedFitness:
     loss: str
     reference: str
     beta: float
+    reference_beta: float  # the reference's own β: tuned DPO sits at another β than the candidate
     difference: float  # mean over seeds of candidate reward - reference reward
     stderr: float | None  # None for a single seed (podisco.stats)
     ci95: tuple[float, float] | None
@@ -91,13 +92,16 @@ def paired_fitness(
     seeds: tuple[int, ...] = DEFAULT_PAIRED_SEEDS,
     base: ImdbTrainSettings | None = None,
     lam: float = DEFAULT_KL_PENALTY,
+    reference_beta: float | None = None,
 ) -> PairedFitness:
-    """Candidate minus reference, per seed (the same training seed, data order and sampling seed for both)."""
+    """Candidate minus reference, per seed (the same training seed, data order and sampling seed for both).
+    The reference trains at ``reference_beta`` (default: ``beta``), e.g. DPO at the β it was tuned to."""
     base = base or ImdbTrainSettings()
+    reference_beta = beta if reference_beta is None else reference_beta
     cand, ref = [], []
     for seed in seeds:
-        for name, runs in ((loss, cand), (reference, ref)):
-            settings = ImdbTrainSettings(**{**asdict(base), "loss": name, "beta": beta, "seed": seed})
+        for name, at, runs in ((loss, beta, cand), (reference, reference_beta, ref)):
+            settings = ImdbTrainSettings(**{**asdict(base), "loss": name, "beta": at, "seed": seed})
             runs.append(run_cached(task, settings, runs_dir, (seed,)))
     reward = paired_difference([c.reward for c in cand], [r.reward for r in ref])
     penalised = paired_difference(
@@ -107,6 +111,7 @@ def paired_fitness(
         loss,
         reference,
         beta,
+        reference_beta,
         reward.mean,
         reward.se,
         reward.ci95,
