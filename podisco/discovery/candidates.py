@@ -35,22 +35,24 @@ class CandidateJobs:
     def submit(self, attempt: Attempt) -> None:
         state = self.state
         seed_stage = attempt.generation == 0  # the seed archive: no dedup, no early stop
-        race = None if seed_stage else _race(state)
+        evaluated = state.archive.attempts(state.run_id, "evaluated")  # read once: every term below is from it
+        full = _fully_evaluated(state, evaluated)
+        race = None if seed_stage else _race(state, full)
         job = make_job(
             state,
             state.seeds,
             name=attempt.name,
             code=attempt.code,
-            known={} if seed_stage else _known_fingerprints(state),
-            contenders=() if seed_stage else _contenders(state),
-            registry_measured=tuple(_registry_measured(state)),
+            known={} if seed_stage else _known_fingerprints(evaluated),
+            contenders=() if seed_stage else _contenders(state, evaluated),
+            registry_measured=tuple(_registry_measured(state, evaluated)),
             dedup=not seed_stage,
             reference=state.references,
             baseline_grid=state.baseline_grid if state.baseline else (),
             stage1_seeds=state.config.search.stage1_seeds,
-            stage_threshold=None if seed_stage or race is not None else _stage_threshold(state),
+            stage_threshold=None if seed_stage or race is not None else _stage_threshold(state, full),
             race=race,
-            stage0=_stage0(state, seed_stage),
+            stage0=_stage0(state, seed_stage, full),
         )
         self._futures[submit(self.executor, job, _workdir(state, attempt))] = (attempt, None)
 
@@ -79,17 +81,16 @@ class CandidateJobs:
         return finished
 
 
-def _known_fingerprints(state: RunState) -> dict[str, list[float]]:
-    evaluated = state.archive.attempts(state.run_id, "evaluated")
+def _known_fingerprints(evaluated: list[Attempt]) -> dict[str, list[float]]:
     return {f"attempt:{a.id} {a.name}": a.fingerprint for a in evaluated if a.fingerprint}
 
 
-def _contenders(state: RunState) -> tuple[str, ...]:
+def _contenders(state: RunState, evaluated: list[Attempt]) -> tuple[str, ...]:
     """The entries that may still end in the final top k (``reevaluate_top``): fitness within ``promote_margin``
     of the k-th best. Their labels as ``_known_fingerprints`` and ``_registry_measured`` name them; a candidate
     close to one of them, but not identical, is trained rather than given that entry's score."""
     search = state.config.search
-    scored = [a for a in state.archive.attempts(state.run_id, "evaluated") if a.fitness is not None]
+    scored = [a for a in evaluated if a.fitness is not None]
     if not scored:
         return ()
     ranked = sorted((a.fitness for a in scored), reverse=True)
@@ -103,9 +104,8 @@ def _contenders(state: RunState) -> tuple[str, ...]:
     return tuple(labels)
 
 
-def _registry_measured(state: RunState) -> list[str]:
+def _registry_measured(state: RunState, evaluated: list[Attempt]) -> list[str]:
     """Registered losses whose fitness this run has: the seeds (dpo -> sigmoid, slic -> hinge, ...)."""
-    evaluated = state.archive.attempts(state.run_id, "evaluated")
     return [name for a in evaluated if (name := _registered_name(state, a)) is not None]
 
 
@@ -118,10 +118,9 @@ def _registered_name(state: RunState, attempt: Attempt) -> str | None:
     return get_spec(attempt.name).name
 
 
-def _stage_threshold(state: RunState) -> float | None:
+def _stage_threshold(state: RunState, full: list[Attempt]) -> float | None:
     """Stage 1 promotes a candidate within ``promote_margin`` of the best fully evaluated attempt."""
     search = state.config.search
-    full = _fully_evaluated(state)
     if not full or search.stage1_seeds >= len(state.seeds):
         return None
     if not state.task.staged:  # e.g. a judged task: the worker cannot score its own answers
@@ -129,21 +128,20 @@ def _stage_threshold(state: RunState) -> float | None:
     return max(a.fitness for a in full) - search.promote_margin
 
 
-def _race(state: RunState) -> dict[str, float] | None:
+def _race(state: RunState, full: list[Attempt]) -> dict[str, float] | None:
     """Racing's terms from the archive: the incumbent (best fully evaluated attempt) and the per-seed noise of
     the attempts that ran every seed; None (the fixed stage 1 then) when racing is off or nothing is known."""
     search = state.config.search
-    terms = _incumbent_and_noise(state) if search.racing else None
+    terms = _incumbent_and_noise(state, full) if search.racing else None
     if terms is None:
         return None
     best, se, noise = terms
     return Race(best.fitness, se, noise, z=search.racing_z).to_json()
 
 
-def _incumbent_and_noise(state: RunState) -> tuple[Attempt, float, float] | None:
+def _incumbent_and_noise(state: RunState, full: list[Attempt]) -> tuple[Attempt, float, float] | None:
     """The best fully evaluated attempt, its pooled SE and the archive's per-seed sd of paired differences;
     None while no attempt ran two seeds or more (or the worker cannot score seeds)."""
-    full = _fully_evaluated(state)
     if not full or len(state.seeds) < 2 or not state.task.staged:
         return None
     differences = {a.id: seed_differences(state, a.metrics.get("per_seed") or [], state.references) for a in full}
@@ -154,7 +152,7 @@ def _incumbent_and_noise(state: RunState) -> tuple[Attempt, float, float] | None
     return best, pooled_se(differences[best.id], noise), noise
 
 
-def _stage0(state: RunState, seed_stage: bool) -> dict | None:
+def _stage0(state: RunState, seed_stage: bool, full: list[Attempt]) -> dict | None:
     """Stage 0's terms (worker._stage0): the task at a fraction of the steps, the reference rows there, and a
     race against the incumbent's stage-0 score (the best fully evaluated attempt that has one), with or without
     racing over the full seeds. The seed archive's jobs only record their stage-0 score, so that later
@@ -162,8 +160,8 @@ def _stage0(state: RunState, seed_stage: bool) -> dict | None:
     if state.stage0_spec is None:
         return None
     stage0 = {"task": state.stage0_spec.to_json(), "reference": state.stage0_references, "race": None}
-    scored = [a for a in _fully_evaluated(state) if (a.metrics or {}).get("stage0")]
-    terms = None if seed_stage or not scored else _incumbent_and_noise(state)
+    scored = [a for a in full if (a.metrics or {}).get("stage0")]
+    terms = None if seed_stage or not scored else _incumbent_and_noise(state, full)
     if terms is not None:
         incumbent = max(scored, key=lambda a: a.fitness)
         noise = terms[2]  # one seed on each side: the incumbent's stage-0 score is as noisy as the candidate's
@@ -172,12 +170,8 @@ def _stage0(state: RunState, seed_stage: bool) -> dict | None:
     return stage0
 
 
-def _fully_evaluated(state: RunState) -> list[Attempt]:
-    return [
-        a
-        for a in state.archive.attempts(state.run_id, "evaluated")
-        if a.fitness is not None and len(a.seeds or []) >= len(state.seeds)
-    ]
+def _fully_evaluated(state: RunState, evaluated: list[Attempt]) -> list[Attempt]:
+    return [a for a in evaluated if a.fitness is not None and len(a.seeds or []) >= len(state.seeds)]
 
 
 def _workdir(state: RunState, attempt: Attempt, beta: float | None = None) -> Path:

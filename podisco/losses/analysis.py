@@ -346,9 +346,11 @@ class RescaleMatch:
 
 
 def rescaling_label(name: str, scale: float) -> str:
-    """'≈ sigmoid at β×2': ``name`` at the rescaled beta, the scale to 3 significant digits (β×1 within 2%)."""
-    shown = "1" if abs(scale - 1.0) <= 0.02 else f"{scale:.3g}"
-    return f"≈ {name} at β×{shown}"
+    """'≈ sigmoid at β×2': ``name`` at the rescaled beta, the scale to 3 significant digits; within 2% of 1,
+    '≈ sigmoid at the same β' (a look-alike of a registered loss, not a rescaling)."""
+    if abs(scale - 1.0) <= 0.02:
+        return f"≈ {name} at the same β"
+    return f"≈ {name} at β×{scale:.3g}"
 
 
 def _row(fn: Callable[..., torch.Tensor], loss_beta: float, probe_beta: float) -> np.ndarray:

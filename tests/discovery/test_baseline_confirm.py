@@ -259,9 +259,8 @@ def test_contenders_are_the_entries_within_the_promote_margin_of_the_kth_best():
         run_id="r",
         config=SimpleNamespace(search=search),
         task=SimpleNamespace(kind="preference"),
-        archive=SimpleNamespace(attempts=lambda run_id, status: evaluated),
     )
     # the 3rd best is -0.005, so the bar is -0.025; DPO, a seed, is named as the registry names it too
-    assert _contenders(state) == ("attempt:1 dpo", "registry:sigmoid", "attempt:3 a", "attempt:4 b", "attempt:5 c")
-    evaluated[:] = []
-    assert _contenders(state) == ()
+    expected = ("attempt:1 dpo", "registry:sigmoid", "attempt:3 a", "attempt:4 b", "attempt:5 c")
+    assert _contenders(state, evaluated) == expected
+    assert _contenders(state, []) == ()
