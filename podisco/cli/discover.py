@@ -174,7 +174,7 @@ def add_discover_command(commands: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="each worker's sandbox starts once (torch imported, task loaded) and forks a fresh child per "
-        "candidate; default: a fresh sandboxed process per job",
+        "candidate (default); --no-warm-workers: a fresh sandboxed process per job",
     )
     p.add_argument(
         "--gpus-per-job",

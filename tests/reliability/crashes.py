@@ -46,19 +46,33 @@ def _not_duplicates(attempts) -> int:
     return sum(a.status != "duplicate" for a in attempts)
 
 
+def _cmdline(pid: str) -> str:
+    return (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace")
+
+
 def _workers(marker: str) -> list[int]:
+    """The processes running one candidate each: a cold worker, or a child a warm slot forked (it keeps the fork
+    server's command line; the slot itself, its parent, is not a candidate's process)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            cmdline = _cmdline(proc.name)
             cwd = os.readlink(proc / "cwd")
+            forked = FORK_SERVER in cmdline and FORK_SERVER in _cmdline(_parent(proc))
         except OSError:
             continue
-        if "podisco.discovery.child.worker" in cmdline and marker in cwd:
+        if ("podisco.discovery.child.worker" in cmdline or forked) and marker in cwd:
             pids.append(int(proc.name))
     return pids
+
+
+FORK_SERVER = "podisco.discovery.child.forkserver"
+
+
+def _parent(proc: Path) -> str:
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
 
 
 def kill_workers(root: Path, run_id: str, task_args: list[str], kills: int, rng: random.Random, expected: int) -> int:
