@@ -20,6 +20,9 @@ from pathlib import Path
 
 from podisco.discovery.archive import Archive
 
+# the command lines of a candidate's process: a cold worker, or a warm slot (whose forked children keep it)
+WORKER, FORK_SERVER = "podisco.discovery.child.worker", "podisco.discovery.child.forkserver"
+
 
 def command(root: Path, run_id: str, task_args: list[str], *extra: str) -> list[str]:
     return [
@@ -63,12 +66,9 @@ def _workers(marker: str) -> list[int]:
             forked = FORK_SERVER in cmdline and FORK_SERVER in _cmdline(_parent(proc))
         except OSError:
             continue
-        if ("podisco.discovery.child.worker" in cmdline or forked) and marker in cwd:
+        if (WORKER in cmdline or forked) and marker in cwd:
             pids.append(int(proc.name))
     return pids
-
-
-FORK_SERVER = "podisco.discovery.child.forkserver"
 
 
 def _parent(proc: Path) -> str:

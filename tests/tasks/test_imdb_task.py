@@ -66,11 +66,8 @@ def test_paired_fitness_and_sweep_resume(tiny, tmp_path, monkeypatch):
     # against DPO at another β (tuned DPO): the candidate's runs are read back, only the reference's are new
     runs_dir = tmp_path / "runs"
     tuned = imdb_fitness.paired_fitness(tiny, "hinge", 0.1, runs_dir, seeds=(0, 1), base=base, reference_beta=0.3)
-    assert len(list((tmp_path / "runs").glob("run-*.json"))) == 6
-    at_03 = [
-        imdb_fitness.run_cached(tiny, dataclasses.replace(base, beta=0.3, seed=s), tmp_path / "runs", (s,))
-        for s in (0, 1)
-    ]
+    assert len(list(runs_dir.glob("run-*.json"))) == 6
+    at_03 = [imdb_fitness.run_cached(tiny, dataclasses.replace(base, beta=0.3, seed=s), runs_dir, (s,)) for s in (0, 1)]
     assert (tuned.beta, tuned.reference_beta, tuned.candidate_reward) == (0.1, 0.3, paired.candidate_reward)
     assert tuned.reference_kl == pytest.approx((at_03[0].kl + at_03[1].kl) / 2) != paired.reference_kl
     lam = sweep_summary.DEFAULT_KL_PENALTY
